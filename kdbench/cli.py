@@ -1,0 +1,143 @@
+"""The ``kdbench`` command line: run, report, list."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import click
+
+from kdbench.errors import UserError
+
+
+def user_errors(fn):
+    """Turn a UserError into click's one-line ``Error: ...`` and exit status 1, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            raise click.ClickException(" ".join(str(exc).split())) from None
+
+    return wrapper
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kdbench")
+def cli() -> None:
+    """kdbench: knowledge distillation for semantic segmentation, scored in-domain and out-of-domain."""
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of config overrides.")
+@click.option("--suite", help="Suite name (synth5, smoke) or a suite YAML path. Default: synth5.")
+@click.option("--methods", help="Comma-separated method names, or 'all'. Default: student-only,kd.")
+@click.option("--pairs", help="Comma-separated teacher->student pair names, or 'all' (the suite's pairs).")
+@click.option("--benchmarks", help="Comma-separated benchmark names of the suite, or 'all'.")
+@click.option("--seeds", help="Comma-separated integer seeds. Default: 0.")
+@click.option("--preset", type=click.Choice(["quick", "full"]), help="The suite's schedule preset. Default: quick.")
+@click.option("--out", help="Output root for run directories and the report. Default: results.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: auto (a GPU if there is one).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any config key, e.g. train.steps=500 or method.kd.temperature=2. Repeatable.")
+@user_errors
+def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, device, sets) -> None:
+    """Train and evaluate every (benchmark, pair, method, seed) of a suite; skip runs already done."""
+    from kdbench.engine.runtime import resolve_runtime
+    from kdbench.launch import expand, run_sweep
+    from kdbench.report import write_report
+    from kdbench.resolve import check_writable, resolve_config, selections
+
+    seed_list = None
+    if seeds is not None:
+        try:
+            seed_list = [int(s) for s in _csv(seeds)]
+        except ValueError:
+            raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    options = {"suite": suite, "methods": _csv(methods), "pairs": _csv(pairs), "benchmarks": _csv(benchmarks),
+               "seeds": seed_list, "preset": preset, "out": out, "device": device}
+    cfg, suite_obj = resolve_config(config_file, options, sets)
+    bench_names, pair_names, method_names = selections(cfg, suite_obj)
+    runtime = resolve_runtime(cfg.device, cfg.train.amp, cfg.train.threads)
+    out_dir = Path(cfg.out)
+    check_writable(out_dir)
+    jobs = expand(cfg, suite_obj, bench_names, pair_names, method_names)
+    click.echo(f"kdbench: suite {suite_obj.name} ({cfg.preset}), {len(bench_names)} benchmark(s) × "
+               f"{len(pair_names)} pair(s) × {len(method_names)} method(s) × {len(cfg.seeds)} seed(s) "
+               f"+ teacher rows = {len(jobs)} runs on {runtime.device_name} ({runtime.precision})")
+    start = time.perf_counter()
+    counts = run_sweep(jobs, cfg, suite_obj, runtime, out_dir, click.echo)
+    report = write_report(out_dir)
+    click.echo(f"kdbench: {counts['done']} run(s) done, {counts['skipped']} skipped, {counts['failed']} failed "
+               f"in {time.perf_counter() - start:.0f} s")
+    click.echo(f"results: {out_dir.resolve()}")
+    click.echo(f"report:  {report.resolve()}")
+    if counts["failed"]:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("results_dir", type=click.Path(file_okay=False))
+@click.option("--out", help="Where to write the report (default: into RESULTS_DIR).")
+@user_errors
+def report(results_dir, out) -> None:
+    """Tables of in-domain vs out-of-domain mIoU from the run records under RESULTS_DIR."""
+    from kdbench.report import write_report
+
+    path = write_report(Path(results_dir), Path(out) if out else None)
+    click.echo(path.read_text())
+    click.echo(f"report: {path.resolve()}")
+
+
+@cli.command(name="list")
+@click.argument("what", type=click.Choice(["methods", "suites", "pairs", "benchmarks", "domains"]))
+@user_errors
+def list_(what) -> None:
+    """What is registered, one line each."""
+    if what == "methods":
+        from kdbench.method import METHODS
+
+        for name in METHODS.names():
+            try:
+                description = METHODS.get(name).description()
+            except UserError as exc:
+                description = f"(failed to load: {exc})"
+            click.echo(f"{name:16s} {description}")
+        click.echo(f"{'teacher':16s} (row, not a method) the frozen teacher itself, evaluated on every benchmark")
+    elif what == "suites":
+        from kdbench.suite import load_suite, suite_names
+
+        for name in suite_names():
+            click.echo(f"{name:16s} {load_suite(name).description}")
+    elif what == "pairs":
+        from kdbench.models.zoo import PAIRS
+
+        for name in PAIRS.names():
+            pair = PAIRS.get(name)
+            click.echo(f"{name:16s} {pair.kind}  {pair.teacher} -> {pair.student}: {pair.description}")
+    elif what == "benchmarks":
+        from kdbench.suite import load_suite, suite_names
+
+        for suite in suite_names():
+            for bench in load_suite(suite).benchmarks.values():
+                click.echo(f"{suite + '/' + bench.name:24s} {bench.source} -> {', '.join(bench.targets)}: "
+                           f"{bench.description}")
+    else:
+        from kdbench.data.domains import DOMAINS
+
+        for name, domain in DOMAINS.items():
+            click.echo(f"{name:16s} {domain.scene:7s} {domain.description}")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Typed run configuration, built in layers with clear errors.
+
+Layers, later wins: dataclass defaults, the suite's ``defaults``, the suite's preset (``quick`` or ``full``), the
+user's ``--config`` YAML, command-line options, then ``--set key=value`` overrides. Every key is checked against the
+dataclasses, every value against the field's type; a method's hyper-parameters (``method.<name>.<key>``) are checked
+against that method's ``defaults`` when the methods are resolved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdbench.errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3
+    backbone_lr_mult: float = 1.0
+    weight_decay: float = 0.05
+    warmup: float = 0.05
+    schedule: str = "cosine"
+    grad_clip: float = 1.0
+    amp: str = "auto"
+    threads: int = 0
+    log_every: int = 10
+
+
+@dataclass
+class EvalConfig:
+    images: int = 128
+    batch_size: int = 64
+    protocol: str = "whole"
+
+
+@dataclass
+class DataConfig:
+    image_size: int = 32
+    train_images: int = 1024
+    root: str = ""
+
+
+@dataclass
+class PretrainConfig:
+    """Backbone pretraining of the synthetic model zoo and the teacher's task head, cached by content hash."""
+
+    foundation_steps: int = 600
+    proxy_steps: int = 300
+    head_steps: int = 150
+    batch_size: int = 32
+    lr: float = 1e-3
+    cache_dir: str = ""
+    teacher_weights: str = ""
+
+
+@dataclass
+class Config:
+    suite: str = "synth5"
+    preset: str = "quick"
+    methods: list[str] = field(default_factory=lambda: ["student-only", "kd"])
+    pairs: list[str] = field(default_factory=lambda: ["all"])
+    benchmarks: list[str] = field(default_factory=lambda: ["all"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    out: str = "results"
+    device: str = "auto"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    method: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    "train.schedule": ("cosine", "poly", "constant"),
+    "train.amp": ("auto", "off", "bf16", "fp16"),
+    "device": ("auto", "cpu", "cuda"),
+    "preset": ("quick", "full"),
+}
+
+
+def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A YAML mapping from ``path``, or a UserError naming the file and the problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise UserError(f"malformed YAML in {path}{where}: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {path} must be a mapping of keys to values, not {type(data).__name__}")
+    return data
+
+
+def merge(config: Config, overrides: dict[str, Any], source: str) -> None:
+    """Apply a nested mapping of overrides to ``config`` in place, checking keys and types."""
+    for key, value in overrides.items():
+        _assign(config, [str(key)], value, source)
+
+
+def apply_set(config: Config, assignment: str) -> None:
+    """Apply one ``--set a.b=value`` (value parsed as YAML: numbers, booleans, lists)."""
+    if "=" not in assignment:
+        raise UserError(f"--set {assignment!r} must look like key=value")
+    key, raw = assignment.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"--set {assignment!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    _assign(config, key.split("."), value, "--set")
+
+
+def _assign(node: Any, path: list[str], value: Any, source: str) -> None:
+    dotted = ".".join(path)
+    if isinstance(node, dict):  # method hyper-parameters: checked later against each method's defaults
+        head, rest = path[0], path[1:]
+        if not rest:
+            if not isinstance(value, dict):
+                raise UserError(f"{source}: method.{head} must be a mapping of hyper-parameters")
+            node.setdefault(head, {}).update(value)
+        elif len(rest) == 1:
+            node.setdefault(head, {})[rest[0]] = value
+        else:
+            raise UserError(f"{source}: method hyper-parameter keys look like method.<name>.<key>, not {dotted}")
+        return
+    fields = {f.name: f for f in dataclasses.fields(node)}
+    name = path[0]
+    if name not in fields:
+        raise UserError(f"{source}: unknown config key {name!r}; valid keys here: {', '.join(fields)}")
+    current = getattr(node, name)
+    if len(path) > 1:
+        if not (dataclasses.is_dataclass(current) or isinstance(current, dict)):
+            raise UserError(f"{source}: {name} is a value, not a section, so {dotted} does not exist")
+        _assign(current, path[1:], value, f"{source}: {name}")
+        return
+    if dataclasses.is_dataclass(current):
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: {name} is a section; set its keys, e.g. {name}.<key>=<value>")
+        for key, sub in value.items():
+            _assign(current, [str(key)], sub, f"{source}: {name}")
+        return
+    if isinstance(current, dict):
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: {name} must be a mapping")
+        for key, sub in value.items():
+            _assign(current, [str(key)], sub, f"{source}: {name}")
+        return
+    hint = typing.get_type_hints(type(node))[name]
+    setattr(node, name, _check_type(value, hint, f"{source}: {name}"))
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        (item,) = typing.get_args(hint)[:1]
+        if isinstance(value, str):  # "0,1,2" or "kd,cwd"
+            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            value = [value]
+        return [_check_type(v, item, where) for v in value]
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return coerce_scalar(value, hint, where)
+
+
+def coerce_scalar(value: Any, expected: type, where: str) -> Any:
+    """``value`` as a bool, int, float or str, or a UserError naming ``where``. Numeric strings count as floats,
+    since YAML 1.1 reads ``3e-4`` as a string."""
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is bool and isinstance(value, bool):
+        return value
+    if expected is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if expected is float and numeric:
+        return float(value)
+    if expected is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if expected is str and (numeric or isinstance(value, str)):
+        return str(value)
+    raise UserError(f"{where} must be {getattr(expected, '__name__', expected)}, got {value!r}")
+
+
+def validate(config: Config) -> None:
+    """Checks that need the whole config: choices and positive sizes."""
+    for dotted, allowed in CHOICES.items():
+        node: Any = config
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        if node not in allowed:
+            raise UserError(f"{dotted} must be one of {', '.join(allowed)}, got {node!r}")
+    positive = {"train.steps": config.train.steps, "train.batch_size": config.train.batch_size,
+                "eval.images": config.eval.images, "eval.batch_size": config.eval.batch_size,
+                "data.image_size": config.data.image_size, "data.train_images": config.data.train_images}
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"{key} must be positive, got {value}")
+    if config.data.train_images < config.train.batch_size:
+        raise UserError(f"data.train_images ({config.data.train_images}) must be at least train.batch_size "
+                        f"({config.train.batch_size})")
+    if not config.seeds:
+        raise UserError("seeds must name at least one seed")

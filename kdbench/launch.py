@@ -1,0 +1,201 @@
+"""Sweeps: expand benchmarks × pairs × methods × seeds into runs, skip finished runs, execute the rest.
+
+Each run is one (benchmark, pair, method, seed) with its resolved hyper-parameters; its directory name carries a
+hash of everything that determines its result, so changing a hyper-parameter makes a new run instead of silently
+reusing an old one. The teacher row is a run of its own (method ``teacher``, evaluated, never trained here beyond
+its cached head).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdbench.config import Config
+from kdbench.data.domains import get_domain
+from kdbench.data.loaders import StageData
+from kdbench.data.synthetic import Split, make_split
+from kdbench.engine.evaluator import Protocol, evaluate, get_protocol
+from kdbench.engine.runtime import Runtime, seed_everything
+from kdbench.engine.trainer import TrainingError, train_method
+from kdbench.method import METHODS, Method
+from kdbench.models.checkpoints import atomic_save
+from kdbench.models.pretrain import pretrained_backbone, teacher_segmentor
+from kdbench.models.segmentor import LightHead, Segmentor
+from kdbench.models.zoo import MODELS, PAIRS, Pair
+from kdbench.resolve import TEACHER
+from kdbench.results import RunDir, git_commit, versions
+from kdbench.suite import Benchmark, Suite
+
+
+@dataclass(frozen=True)
+class Job:
+    benchmark: Benchmark
+    pair: Pair
+    method: str
+    seed: int
+    hparams: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def label(self) -> str:
+        seed = "" if self.method == TEACHER else f" seed {self.seed}"
+        return f"{self.benchmark.name}/{self.pair.name}/{self.method}{seed}"
+
+
+def expand(cfg: Config, suite: Suite, benchmarks: list[str], pairs: list[str], methods: list[str]) -> list[Job]:
+    """The sweep in execution order: per benchmark and pair, the teacher row, then methods × seeds."""
+    jobs = []
+    for b in benchmarks:
+        for p in pairs:
+            bench, pair = suite.benchmarks[b], PAIRS.get(p)
+            jobs.append(Job(bench, pair, TEACHER, 0))
+            for m in methods:
+                hp = METHODS.get(m).resolve_hparams(cfg.method.get(m, {}))
+                jobs.extend(Job(bench, pair, m, s, hp) for s in cfg.seeds)
+    return jobs
+
+
+def run_identity(job: Job, cfg: Config, suite: Suite) -> dict[str, Any]:
+    """Everything that determines a run's result (and nothing else: not the output folder, not the device)."""
+    identity = {"suite": suite.name, "benchmark": job.benchmark.name, "source": job.benchmark.source,
+                "targets": list(job.benchmark.targets), "pair": job.pair.name, "teacher": job.pair.teacher,
+                "student": job.pair.student, "method": job.method, "seed": job.seed, "hparams": job.hparams,
+                "data": vars(cfg.data), "eval": vars(cfg.eval), "pretrain": {
+                    k: v for k, v in vars(cfg.pretrain).items() if k != "cache_dir"}}
+    if job.method != TEACHER:
+        identity["train"] = {k: v for k, v in vars(cfg.train).items() if k not in ("threads", "log_every")}
+    return identity
+
+
+def run_dir(out: Path, job: Job, cfg: Config, suite: Suite) -> RunDir:
+    digest = hashlib.sha256(json.dumps(run_identity(job, cfg, suite), sort_keys=True, default=str).encode())
+    leaf = f"seed{job.seed}-{digest.hexdigest()[:8]}"
+    return RunDir(out / suite.name / job.benchmark.name / job.pair.name / job.method / leaf)
+
+
+class Workspace:
+    """What runs of one sweep share in memory: evaluation splits, training splits, teachers."""
+
+    def __init__(self, cfg: Config, suite: Suite, runtime: Runtime):
+        self.cfg, self.suite, self.runtime = cfg, suite, runtime
+        self.protocol: Protocol = get_protocol(cfg.eval.protocol)
+        self._splits: dict[tuple[str, str], Split] = {}
+        self._teachers: dict[tuple[str, str], Segmentor] = {}
+
+    def split(self, domain: str, split: str) -> Split:
+        key = (domain, split)
+        if key not in self._splits:
+            count = self.cfg.data.train_images if split == "train" else self.cfg.eval.images
+            self._splits[key] = make_split(get_domain(domain), split, count, self.cfg.data.image_size)
+        return self._splits[key]
+
+    def teacher(self, pair: Pair, source: str, log=None) -> Segmentor:
+        key = (pair.teacher, source)
+        if key not in self._teachers:
+            self._teachers[key], _ = teacher_segmentor(MODELS.get(pair.teacher), self.cfg, self.suite.target_domains,
+                                                       source, self.runtime, log)
+        return self._teachers[key]
+
+    def student(self, pair: Pair, num_classes: int, seed: int) -> Segmentor:
+        backbone, _ = pretrained_backbone(MODELS.get(pair.student), self.cfg, self.suite.target_domains,
+                                          self.runtime)
+        torch.manual_seed(seed)
+        return Segmentor(copy.deepcopy(backbone), LightHead(backbone.level_channels, num_classes)
+                         ).to(self.runtime.device)
+
+
+def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir) -> list[dict[str, Any]]:
+    """Train (unless it is the teacher row) and evaluate one run; return its records."""
+    seed_everything(job.seed)
+    start = time.perf_counter()
+    if ws.runtime.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ws.runtime.device)
+    bench = job.benchmark
+    source = get_domain(bench.source)
+    teacher = ws.teacher(job.pair, bench.source)
+    info: dict[str, Any] = {"train_steps": 0, "stages": []}
+    if job.method == TEACHER:
+        model = teacher
+    else:
+        cls = METHODS.get(job.method)
+        student = ws.student(job.pair, len(source.classes), job.seed)
+        method: Method = cls(teacher, student, **job.hparams).to(ws.runtime.device)
+        data = StageData(ws.split(bench.source, "train"), source.scene, cfg.data.image_size, ws.runtime.device)
+
+        def save_stage(stage) -> None:
+            atomic_save({"stage": stage.name, "student": method.student.state_dict(),
+                         "method": {k: v for k, v in method.state_dict().items() if not k.startswith("student.")}},
+                        rd.path / f"stage-{stage.name}.pt")
+
+        results = train_method(method, lambda st: data.batches(st.data, cfg.train.batch_size, job.seed), cfg.train,
+                               ws.runtime, log=rd.log_metrics, on_stage_end=save_stage)
+        info = {"train_steps": sum(r.steps for r in results),
+                "stages": [{"name": r.name, "steps": r.steps, "wall_s": round(r.wall_s, 2)} for r in results],
+                "extra_params": method.extra_parameter_count()}
+        model = method.student
+    train_wall = time.perf_counter() - start
+    scores = {d: evaluate(model, ws.split(d, "val"), ws.protocol, cfg.eval.batch_size, ws.runtime, desc=f"eval {d}")
+              for d in bench.domains}
+    peak = (torch.cuda.max_memory_allocated(ws.runtime.device) if ws.runtime.device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    common = {
+        "suite": ws.suite.name, "benchmark": bench.name, "pair": job.pair.name, "pair_kind": job.pair.kind,
+        "teacher": job.pair.teacher, "student": job.pair.student if job.method != TEACHER else job.pair.teacher,
+        "method": job.method, "hparams": job.hparams, "seed": job.seed, "protocol": ws.protocol.name,
+        "protocol_caption": ws.protocol.caption(), "checkpoint": "last", **info,
+        "student_params": sum(p.numel() for p in model.parameters()),
+        "wall_s": round(time.perf_counter() - start, 2), "train_wall_s": round(train_wall, 2),
+        "peak_memory_mb": round(peak / 2**20, 1),
+        "peak_memory_kind": "cuda-allocated" if ws.runtime.device.type == "cuda" else "process-max-rss",
+        "device": ws.runtime.device_name, "precision": ws.runtime.precision, "threads": torch.get_num_threads(),
+        "versions": versions(), "git_commit": git_commit(), "run_dir": rd.path.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return [{**common, "domain": d, "role": "source" if d == bench.source else "target", "miou": round(s.miou, 3),
+             "per_class_iou": dict(zip(get_domain(d).classes, s.per_class_iou, strict=True)), "images": s.images}
+            for d, s in scores.items()]
+
+
+def summary_line(job: Job, records: list[dict[str, Any]]) -> str:
+    source = next(r for r in records if r["role"] == "source")
+    targets = [r for r in records if r["role"] == "target"]
+    ood = sum(r["miou"] for r in targets) / len(targets)
+    per = ", ".join(f"{r['domain']} {r['miou']:.1f}" for r in targets)
+    return (f"{job.label}: in-domain {source['miou']:.1f}, out-of-domain {ood:.1f} ({per}) "
+            f"in {source['wall_s']:.0f} s")
+
+
+def run_sweep(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out: Path,
+              echo: Callable[[str], None]) -> dict[str, int]:
+    """Run every job not already done; a failing run is recorded with its reason and the sweep goes on."""
+    ws = Workspace(cfg, suite, runtime)
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    for i, job in enumerate(jobs, start=1):
+        rd = run_dir(out, job, cfg, suite)
+        prefix = f"[{i}/{len(jobs)}]"
+        if rd.done:
+            counts["skipped"] += 1
+            echo(f"{prefix} {job.label}: already done, skipped ({rd.path})")
+            continue
+        rd.start({"identity": run_identity(job, cfg, suite), "config": cfg.to_dict()})
+        try:
+            records = execute(job, cfg, ws, rd)
+        except TrainingError as exc:
+            rd.fail(str(exc))
+            counts["failed"] += 1
+            echo(f"{prefix} {job.label}: FAILED: {exc}")
+            continue
+        rd.finish(records)
+        counts["done"] += 1
+        echo(f"{prefix} {summary_line(job, records)}")
+    return counts

@@ -1,0 +1,153 @@
+"""The Method plugin API: what a distillation method is, what it sees, what it returns.
+
+A method is a small ``nn.Module`` in one file (in the spirit of mdistiller's ``Distiller``): it owns the student
+and any extra modules it needs (adapters, projection heads), declares its training stages and which outputs it
+taps, and turns one batch's student and teacher outputs into named loss terms. The trainer owns everything else:
+data, optimiser, schedule, AMP, the teacher's forward pass under ``torch.inference_mode()``, logging, checkpoints.
+
+Register a method with an entry point in the ``kdbench.methods`` group (built-ins do exactly that), or with the
+``register_method`` decorator for code that runs in-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdbench.config import coerce_scalar
+from kdbench.errors import UserError
+from kdbench.models.segmentor import Segmentor, SegOutput
+from kdbench.registry import Registry
+
+IGNORE_INDEX = 255
+TAPS = frozenset({"logits", "features", "tokens"})
+DATA_KINDS = {
+    "source": "labelled source-domain training images",
+    "source-images": "the same source images with labels withheld",
+    "proxy": "unlabelled images of the proxy distribution (the stand-in for ImageNet)",
+}
+TRAINABLE_PARTS = {"backbone", "head", "extra"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One phase of a method's training.
+
+    ``data``: one of :data:`DATA_KINDS`. ``train``: which parts learn, from ``backbone`` and ``head`` (the
+    student's) and ``extra`` (the method's own modules); everything else is frozen and kept in eval mode.
+    ``steps``: optimiser steps, ``None`` meaning the run's ``train.steps``. ``lr``: overrides ``train.lr``.
+    ``uses_teacher``: whether the teacher runs in this stage (skipped when ``False``, saving its forward pass).
+    ``student_taps``: outputs the student must compute (``logits`` costs the decode head).
+    """
+
+    name: str
+    data: str = "source"
+    train: tuple[str, ...] = ("backbone", "head", "extra")
+    steps: int | None = None
+    lr: float | None = None
+    uses_teacher: bool = True
+    student_taps: frozenset[str] = frozenset({"logits"})
+
+    def __post_init__(self) -> None:
+        if self.data not in DATA_KINDS:
+            raise ValueError(f"stage {self.name!r}: data must be one of {sorted(DATA_KINDS)}, not {self.data!r}")
+        bad = set(self.train) - TRAINABLE_PARTS
+        if bad:
+            raise ValueError(f"stage {self.name!r}: unknown trainable parts {sorted(bad)}")
+        if not set(self.student_taps) <= TAPS:
+            raise ValueError(f"stage {self.name!r}: unknown taps {sorted(set(self.student_taps) - TAPS)}")
+
+
+@dataclass
+class Batch:
+    """``images``: B×3×H×W normalised floats. ``labels``: B×H×W int64 with 255 = ignore, or ``None`` when the
+    stage's data carries no labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class of every distillation method.
+
+    Subclasses set ``defaults`` (every hyper-parameter with its default; overridable from YAML and
+    ``--set method.<name>.<key>=<value>``), ``teacher_taps`` (outputs the teacher must compute; empty means the
+    teacher never runs), ``student_kinds`` (backbone kinds the method supports) and implement :meth:`loss`.
+    Multi-stage methods override :meth:`stages`.
+    """
+
+    registered_name: ClassVar[str] = ""
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    teacher_taps: ClassVar[frozenset[str]] = frozenset()
+    student_kinds: ClassVar[frozenset[str]] = frozenset({"vit", "cnn"})
+
+    def __init__(self, teacher: Segmentor, student: Segmentor, **hparams: Any):
+        super().__init__()
+        self.student = student
+        # The teacher is deliberately not a submodule: it never appears in parameters() or state_dict().
+        object.__setattr__(self, "teacher", teacher)
+        self.hp = self.resolve_hparams(hparams)
+        kind = getattr(student.backbone, "kind", "?")
+        if kind not in self.student_kinds:
+            raise UserError(f"method {self.registered_name!r} does not support {kind} students "
+                            f"(supports: {', '.join(sorted(self.student_kinds))})")
+
+    @classmethod
+    def description(cls) -> str:
+        lines = (cls.__doc__ or "").strip().splitlines()
+        return lines[0] if lines else ""
+
+    @classmethod
+    def resolve_hparams(cls, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults updated by ``overrides``, with unknown keys and wrong types refused by name."""
+        resolved = dict(cls.defaults)
+        for key, value in overrides.items():
+            if key not in cls.defaults:
+                valid = ", ".join(sorted(cls.defaults)) or "none"
+                raise UserError(f"method {cls.registered_name!r} has no hyper-parameter {key!r}; valid: {valid}")
+            resolved[key] = coerce(value, cls.defaults[key], f"method.{cls.registered_name}.{key}")
+        return resolved
+
+    def stages(self) -> list[Stage]:
+        """Default: one stage on labelled source data, everything trainable, teacher running if tapped."""
+        return [Stage("train", uses_teacher=bool(self.teacher_taps))]
+
+    def loss(self, stage: Stage, batch: Batch, student_out: SegOutput, teacher_out: SegOutput | None
+             ) -> dict[str, torch.Tensor]:
+        """Named loss terms for one batch; the trainer sums them and logs each."""
+        raise NotImplementedError
+
+    def extra_modules(self) -> list[nn.Module]:
+        """The method's own trainable modules (adapters, heads): every child except the student."""
+        return [m for name, m in self.named_children() if name != "student"]
+
+    def extra_parameter_count(self) -> int:
+        return sum(p.numel() for m in self.extra_modules() for p in m.parameters())
+
+    @staticmethod
+    def task_loss(student_out: SegOutput, batch: Batch) -> torch.Tensor:
+        """Pixel-wise cross-entropy at the input resolution, ignoring label 255."""
+        if batch.labels is None:
+            raise RuntimeError("task loss needs labels; this stage's data has none")
+        return F.cross_entropy(student_out.logits.float(), batch.labels, ignore_index=IGNORE_INDEX)
+
+
+def coerce(value: Any, default: Any, key: str) -> Any:
+    """``value`` converted to the type of ``default`` (any value where the default is ``None``)."""
+    if default is None or type(default) not in (bool, int, float, str):
+        return value
+    return coerce_scalar(value, type(default), key)
+
+
+METHODS: Registry[type[Method]] = Registry("method", entry_point_group="kdbench.methods")
+
+
+def register_method(name: str):
+    """Decorator for methods defined in-process (scripts, notebooks, tests). Packages use entry points."""
+    return METHODS.register(name)

@@ -1,0 +1,73 @@
+"""Loading and saving weights: local files only, atomic writes, errors that name the file and the keys."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdbench.errors import UserError
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a torch file (``.pt``/``.pth``; a ``model`` or ``state_dict`` entry
+    is unwrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"weights file {path} could not be read: {exc}") from exc
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise UserError(f"weights file {path} holds no state dict")
+    return state
+
+
+def load_weights(module: nn.Module, path: str | Path) -> None:
+    """Load ``path`` into ``module`` strictly; a mismatch is a UserError naming the file and the first keys."""
+    state = read_state_dict(path)
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_few(unexpected)}")
+    if shape:
+        k = shape[0]
+        problems.append(f"shape mismatch at {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+                        + (f" (and {len(shape) - 1} more)" if len(shape) > 1 else ""))
+    if problems:
+        raise UserError(f"weights file {path} does not fit the model: " + "; ".join(problems))
+    module.load_state_dict(state)
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f" (and {len(keys) - n} more)" if len(keys) > n else "")

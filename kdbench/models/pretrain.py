@@ -1,0 +1,131 @@
+"""Pretrained backbones and teachers for the synthetic suites, trained once and cached by content hash.
+
+Real foundation models arrive as weight files; the synthetic world has none, so kdbench makes its own. A
+"foundation" backbone is trained with supervision on a broad domain-randomised stream of urban and aerial scenes
+that keeps away from every target look of the suite; a "local" backbone only on the narrow proxy stream. (Real
+DINOv2 is self-supervised; supervised pretraining is the stand-in that fits a CPU budget of minutes.) The
+teacher's task head is then trained on the benchmark's labelled source with the teacher backbone frozen, as the
+paper's teacher row is a frozen DINOv2 with a decode head trained on the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from kdbench.config import Config
+from kdbench.data.domains import get_domain
+from kdbench.data.loaders import StageData
+from kdbench.data.synthetic import PretrainStream, make_split, to_float
+from kdbench.engine.optim import param_groups
+from kdbench.engine.runtime import Runtime
+from kdbench.engine.trainer import train_steps
+from kdbench.method import Batch, Method
+from kdbench.models.checkpoints import atomic_save, load_weights
+from kdbench.models.segmentor import LightHead, Segmentor
+from kdbench.models.zoo import ModelSpec
+
+CACHE_VERSION = 1  # bump when generator or pretraining code changes what a cached file would contain
+PRETRAIN_SCENES = ("urban", "aerial")
+
+
+def cache_dir(cfg: Config) -> Path:
+    root = cfg.pretrain.cache_dir or os.environ.get("KDBENCH_CACHE") or Path.home() / ".cache" / "kdbench"
+    return Path(root)
+
+
+def content_key(payload: dict) -> str:
+    blob = json.dumps({"version": CACHE_VERSION, **payload}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def backbone_key(spec: ModelSpec, cfg: Config, excluded: list[str]) -> str:
+    steps = cfg.pretrain.foundation_steps if spec.pretrain == "randomised" else cfg.pretrain.proxy_steps
+    return content_key({"model": spec.name, "arch": spec.arch, "kwargs": spec.kwargs, "pretrain": spec.pretrain,
+                        "steps": steps, "batch": cfg.pretrain.batch_size, "lr": cfg.pretrain.lr,
+                        "size": cfg.data.image_size, "scenes": PRETRAIN_SCENES,
+                        "excluded": sorted(excluded) if spec.pretrain == "randomised" else []})
+
+
+def pretrained_backbone(spec: ModelSpec, cfg: Config, excluded: list[str], runtime: Runtime,
+                        log=None) -> tuple[torch.nn.Module, str]:
+    """The backbone of ``spec`` after its pretraining, from the cache or trained now (and cached)."""
+    key = backbone_key(spec, cfg, excluded)
+    path = cache_dir(cfg) / f"backbone-{spec.name}-{key}.pt"
+    backbone = spec.build_backbone(cfg.data.image_size)
+    if path.is_file():
+        load_weights(backbone, path)
+        return backbone.to(runtime.device), key
+    steps = cfg.pretrain.foundation_steps if spec.pretrain == "randomised" else cfg.pretrain.proxy_steps
+    stream = PretrainStream(spec.pretrain, PRETRAIN_SCENES, cfg.data.image_size, cfg.pretrain.batch_size, seed=0,
+                            exclude=[get_domain(d) for d in excluded] if spec.pretrain == "randomised" else [])
+    torch.manual_seed(0)
+    model = Segmentor(backbone, LightHead(backbone.level_channels, len(stream.classes))).to(runtime.device)
+    model.train()
+
+    def batches() -> Iterator[Batch]:
+        for images, labels in stream:
+            yield Batch(to_float(images).to(runtime.device), labels.long().to(runtime.device))
+
+    def step(batch: Batch) -> dict[str, torch.Tensor]:
+        return {"task": Method.task_loss(model(batch.images), batch)}
+
+    groups = param_groups({"all": (list(model.parameters()), cfg.pretrain.lr)}, cfg.train.weight_decay)
+    train_cfg = _pretrain_train_cfg(cfg)
+    train_steps(step, groups, batches(), steps, train_cfg, runtime, f"pretrain {spec.name} ({spec.pretrain})", log)
+    atomic_save(backbone.state_dict(), path)
+    return backbone, key
+
+
+def teacher_segmentor(spec: ModelSpec, cfg: Config, excluded: list[str], source: str, runtime: Runtime,
+                      log=None) -> tuple[Segmentor, str]:
+    """The teacher for a benchmark: its backbone (pretrained, or loaded from ``pretrain.teacher_weights``),
+    frozen, with a decode head trained on ``source``; both cached."""
+    if cfg.pretrain.teacher_weights:
+        backbone = spec.build_backbone(cfg.data.image_size)
+        load_weights(backbone, cfg.pretrain.teacher_weights)
+        backbone = backbone.to(runtime.device)
+        bkey = content_key({"file": str(Path(cfg.pretrain.teacher_weights).resolve()),
+                            "mtime": Path(cfg.pretrain.teacher_weights).stat().st_mtime_ns})
+    else:
+        backbone, bkey = pretrained_backbone(spec, cfg, excluded, runtime, log)
+    domain = get_domain(source)
+    key = content_key({"backbone": bkey, "source": source, "steps": cfg.pretrain.head_steps,
+                       "batch": cfg.pretrain.batch_size, "lr": cfg.pretrain.lr, "size": cfg.data.image_size,
+                       "train_images": cfg.data.train_images})
+    path = cache_dir(cfg) / f"teacher-{spec.name}-{source}-{key}.pt"
+    torch.manual_seed(0)
+    teacher = Segmentor(backbone, LightHead(backbone.level_channels, len(domain.classes))).to(runtime.device)
+    if path.is_file():
+        load_weights(teacher, path)
+    else:
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        backbone.eval()
+        teacher.head.train()
+        train = make_split(domain, "train", cfg.data.train_images, cfg.data.image_size)
+        data = StageData(train, domain.scene, cfg.data.image_size, runtime.device)
+
+        def step(batch: Batch) -> dict[str, torch.Tensor]:
+            return {"task": Method.task_loss(teacher(batch.images), batch)}
+
+        groups = param_groups({"head": (list(teacher.head.parameters()), cfg.pretrain.lr)}, cfg.train.weight_decay)
+        train_steps(step, groups, data.batches("source", cfg.pretrain.batch_size, seed=0), cfg.pretrain.head_steps,
+                    _pretrain_train_cfg(cfg), runtime, f"teacher head {spec.name} on {source}", log)
+        atomic_save(teacher.state_dict(), path)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher, key
+
+
+def _pretrain_train_cfg(cfg: Config):
+    from dataclasses import replace
+
+    return replace(cfg.train, warmup=0.05, schedule="cosine", grad_clip=1.0, backbone_lr_mult=1.0,
+                   log_every=max(1, cfg.train.log_every))

@@ -1,0 +1,111 @@
+"""Tables from run records: in-domain vs out-of-domain mIoU per suite, pair and benchmark (mean ± std over seeds).
+
+The full paper-style report (LaTeX, plots, Δ columns) builds on the same frames; this module gives the table every
+run ends with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from kdbench.errors import UserError
+from kdbench.results import atomic_write_text, load_records
+
+BASELINE_ORDER = ("teacher", "student-only")
+
+
+def records_frame(root: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    if not Path(root).is_dir():
+        raise UserError(f"results directory {root} does not exist")
+    records, failures = load_records(Path(root))
+    return pd.DataFrame.from_records(records), failures
+
+
+def run_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: in-domain mIoU, each target's mIoU and their plain mean (targets only, as the paper)."""
+    keys = ["suite", "protocol", "benchmark", "pair", "pair_kind", "method", "seed"]
+    rows = []
+    for key, group in frame.groupby(keys, sort=False):
+        row = dict(zip(keys, key, strict=True))
+        source = group[group.role == "source"]
+        targets = group[group.role == "target"]
+        row["in-domain"] = float(source.miou.iloc[0]) if len(source) else float("nan")
+        for _, r in targets.iterrows():
+            row[r.domain] = float(r.miou)
+        row["out-of-domain"] = float(targets.miou.mean()) if len(targets) else float("nan")
+        row["wall_s"] = float(group.wall_s.iloc[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _method_order(methods: list[str]) -> list[str]:
+    first = [m for m in BASELINE_ORDER if m in methods]
+    return first + sorted(m for m in methods if m not in BASELINE_ORDER)
+
+
+def _fmt(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.1f}"
+    return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+
+
+def benchmark_table(scores: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
+    """Rows: methods (teacher, student-only, then the rest). Columns: in-domain, targets, out-of-domain avg, seeds,
+    mean wall time."""
+    columns = ["in-domain", *targets, "out-of-domain"]
+    rows = []
+    for method in _method_order(list(scores.method.unique())):
+        runs = scores[scores.method == method]
+        row = {"method": method}
+        for col in columns:
+            row[col] = _fmt(runs[col]) if col in runs else "–"
+        row["seeds"] = str(len(runs)) if method != "teacher" else "–"
+        row["wall s"] = f"{runs.wall_s.mean():.0f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    lines = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *lines])
+
+
+def write_report(root: Path, out: Path | None = None) -> Path:
+    """Write ``report.md`` and one CSV per (suite, pair, benchmark) table; return the report's path."""
+    root = Path(root)
+    out = Path(out) if out else root
+    frame, failures = records_frame(root)
+    if frame.empty:
+        raise UserError(f"no finished runs under {root}")
+    scores = run_scores(frame)
+    lines = [f"# kdbench report: {root}", ""]
+    first = frame.iloc[0]
+    lines += [f"Device {first.device}, precision {first.precision}, torch {first.versions['torch']}, "
+              f"kdbench {first.versions['kdbench']}. mIoU (%), last checkpoint, mean ± std over seeds; "
+              "out-of-domain is the plain mean over a benchmark's targets.", ""]
+    for (suite, protocol), per_suite in scores.groupby(["suite", "protocol"], sort=False):
+        caption = frame[(frame.suite == suite) & (frame.protocol == protocol)].protocol_caption.iloc[0]
+        lines += [f"## Suite {suite}", "", f"Protocol {caption}.", ""]
+        for (pair, kind), per_pair in per_suite.groupby(["pair", "pair_kind"], sort=False):
+            for bench, per_bench in per_pair.groupby("benchmark", sort=False):
+                targets = frame[(frame.suite == suite) & (frame.benchmark == bench) & (frame.role == "target")
+                                ].domain.drop_duplicates().tolist()
+                table = benchmark_table(per_bench, targets)
+                csv = out / "tables" / f"{suite}-{pair}-{bench}.csv"
+                csv.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(csv, table.to_csv(index=False))
+                source = frame[(frame.benchmark == bench) & (frame.role == "source")].domain.iloc[0]
+                lines += [f"### {pair} ({kind}), {bench}: {source} -> {', '.join(targets)}", "",
+                          to_markdown(table), ""]
+    if failures:
+        lines += ["## Failed runs", ""] + [f"- `{f['run']}`: {f['reason']}" for f in failures] + [""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

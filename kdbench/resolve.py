@@ -1,0 +1,73 @@
+"""Resolve a run's configuration from its layers and check every name before any work starts."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from kdbench.config import Config, apply_set, merge, read_yaml, validate
+from kdbench.errors import UserError
+from kdbench.method import METHODS
+from kdbench.models.zoo import PAIRS
+from kdbench.registry import Registry
+from kdbench.suite import Suite, load_suite
+
+TEACHER = "teacher"
+
+
+def resolve_config(config_file: str | None = None, options: dict[str, Any] | None = None,
+                   sets: tuple[str, ...] | list[str] = ()) -> tuple[Config, Suite]:
+    """Defaults < suite defaults < suite preset < ``config_file`` < ``options`` (CLI flags) < ``sets``."""
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    user = read_yaml(config_file) if config_file else {}
+    probe = Config()
+    merge(probe, {k: v for k, v in user.items() if k in ("suite", "preset")}, str(config_file))
+    merge(probe, {k: v for k, v in options.items() if k in ("suite", "preset")}, "option")
+    for assignment in sets:
+        if assignment.split("=", 1)[0].strip() in ("suite", "preset"):
+            apply_set(probe, assignment)
+    suite = load_suite(probe.suite)
+    if probe.preset not in suite.presets:
+        raise UserError(f"suite {suite.name!r} has no preset {probe.preset!r}; presets: {', '.join(suite.presets)}")
+
+    cfg = Config()
+    merge(cfg, suite.defaults, f"suite {suite.name} defaults")
+    merge(cfg, suite.presets[probe.preset], f"suite {suite.name} preset {probe.preset}")
+    merge(cfg, user, str(config_file))
+    merge(cfg, options, "option")
+    for assignment in sets:
+        apply_set(cfg, assignment)
+    cfg.suite, cfg.preset = suite.name, probe.preset
+    validate(cfg)
+    return cfg, suite
+
+
+def selections(cfg: Config, suite: Suite) -> tuple[list[str], list[str], list[str]]:
+    """Benchmarks, pairs and methods by name, ``all`` expanded; an unknown name lists the valid ones."""
+    for option, names in (("--benchmarks", cfg.benchmarks), ("--pairs", cfg.pairs), ("--methods", cfg.methods)):
+        if not names:
+            raise UserError(f"{option} names nothing; give at least one name or 'all'")
+    benchmarks = Registry("benchmark").resolve(cfg.benchmarks, list(suite.benchmarks))
+    pair_names = list(suite.pairs) if cfg.pairs == ["all"] else cfg.pairs
+    pairs = PAIRS.resolve(pair_names)
+    if TEACHER in cfg.methods:
+        raise UserError("'teacher' is the teacher's own row, added to every sweep; it is not a method to select")
+    methods = METHODS.resolve(cfg.methods)
+    for name in dict.fromkeys([*methods, *cfg.method]):
+        if name not in METHODS:
+            raise UserError(f"method.{name}: unknown method {name!r}; known methods: {', '.join(METHODS.names())}")
+        METHODS.get(name).resolve_hparams(cfg.method.get(name, {}))
+    return benchmarks, pairs, methods
+
+
+def check_writable(out: Path) -> None:
+    """Create ``out`` if needed and prove a file can be written there, or fail naming the folder."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".kdbench-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"output directory {out} is not writable: {exc.strerror or exc}") from exc

@@ -1,0 +1,115 @@
+"""Run directories and result records.
+
+One directory per run holds ``config.yaml`` (the resolved run config), ``metrics.jsonl`` (the training log: one
+line per logged step with every named loss term), ``records.jsonl`` (one JSON record per evaluated domain) and a
+``done`` marker written last. A run directory without ``done`` is unfinished and is redone from the start; one
+with a ``failed`` file holds the reason it failed. Every file is written atomically (temporary file, rename).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DONE, FAILED, RECORDS, METRICS, CONFIG = "done", "failed", "records.jsonl", "metrics.jsonl", "config.yaml"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def done(self) -> bool:
+        return (self.path / DONE).is_file()
+
+    def start(self, config: dict[str, Any]) -> None:
+        """Begin (or begin again) a run: stale outputs of an unfinished attempt are removed first."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in (RECORDS, METRICS, FAILED):
+            (self.path / name).unlink(missing_ok=True)
+        atomic_write_text(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+    def log_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.path / METRICS, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def finish(self, records: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.path / RECORDS, "".join(json.dumps(r) + "\n" for r in records))
+        atomic_write_text(self.path / DONE, "")
+
+    def fail(self, reason: str) -> None:
+        atomic_write_text(self.path / FAILED, reason.strip() + "\n")
+
+
+def load_records(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """All records of finished runs under ``root``, and the failed runs (path and reason).
+
+    Unreadable record lines are skipped with a warning naming the file and line.
+    """
+    records, failures = [], []
+    for marker in sorted(Path(root).rglob(DONE)):
+        path = marker.parent / RECORDS
+        if not path.is_file():
+            warnings.warn(f"{marker.parent}: marked done but has no {RECORDS}; skipped", stacklevel=2)
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                warnings.warn(f"{path}:{number}: unreadable record line skipped", stacklevel=2)
+                continue
+            records.append(record)
+    for marker in sorted(Path(root).rglob(FAILED)):
+        failures.append({"run": str(marker.parent), "reason": marker.read_text().strip()})
+    return records, failures
+
+
+@functools.cache
+def versions() -> dict[str, str]:
+    import timm
+    import torch
+
+    from kdbench import __version__
+
+    return {"kdbench": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "python": sys.version.split()[0]}
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the kdbench checkout this code runs from, when it runs from one."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                           capture_output=True, text=True, timeout=5).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")

@@ -1,0 +1,1 @@
+"""Suite definitions shipped with kdbench, as YAML files beside this module (read by ``kdbench.suite``)."""

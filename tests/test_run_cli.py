@@ -1,0 +1,92 @@
+"""`kdbench run` and `kdbench report` used as a researcher would, on the smoke suite."""
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from kdbench.cli import cli
+
+RECORD_FIELDS = {
+    "suite", "benchmark", "pair", "pair_kind", "teacher", "student", "method", "hparams", "seed", "domain", "role",
+    "miou", "per_class_iou", "images", "protocol", "train_steps", "wall_s", "peak_memory_mb", "device",
+    "precision", "versions", "git_commit", "checkpoint",
+}
+
+
+def records(root: Path) -> list[dict]:
+    return [json.loads(line) for p in sorted(root.rglob("records.jsonl")) for line in p.read_text().splitlines()]
+
+
+def run(*args: str):
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_smoke_run_records_report_and_skip(tmp_path):
+    out = tmp_path / "out"
+    first = run("run", "--suite", "smoke", "--out", str(out), "--benchmarks", "game2real,rgb2irrg")
+    assert "report:" in first.output and "results:" in first.output
+    recs = records(out)
+    # 2 benchmarks × 2 pairs × (teacher + student-only + kd), one record per domain (4 and 3 domains)
+    assert len(recs) == 2 * 3 * 4 + 2 * 3 * 3
+    assert all(set(r) >= RECORD_FIELDS for r in recs)
+    kd = [r for r in recs if r["method"] == "kd" and r["benchmark"] == "game2real" and r["pair"] == "tiny-f2l"]
+    assert {r["domain"]: r["role"] for r in kd} == {"game": "source", "city": "target", "dashcam": "target",
+                                                     "street": "target"}
+    assert kd[0]["hparams"] == {"temperature": 1.0, "weight": 1.0} and kd[0]["pair_kind"] == "F2L"
+    assert all(0 <= r["miou"] <= 100 for r in recs)
+    assert len(list(out.rglob("done"))) == 12 and len(list(out.rglob("metrics.jsonl"))) == 8
+    report = (out / "report.md").read_text()
+    assert "| teacher |" in report and "| student-only |" in report and "| kd |" in report
+
+    again = run("run", "--suite", "smoke", "--out", str(out), "--benchmarks", "game2real,rgb2irrg")
+    assert again.output.count("already done, skipped") == 12
+    assert records(out) == recs
+
+
+def test_changed_hyperparameter_is_a_new_run_and_recorded(tmp_path):
+    out = tmp_path / "out"
+    base = ["run", "--suite", "smoke", "--out", str(out), "--benchmarks", "clear2adverse", "--pairs", "tiny-f2f",
+            "--methods", "kd"]
+    run(*base)
+    second = run(*base, "--set", "method.kd.temperature=4")
+    assert "kd seed 0: in-domain" in second.output
+    temps = sorted({r["hparams"]["temperature"] for r in records(out) if r["method"] == "kd"})
+    assert temps == [1.0, 4.0]
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
+    args = ["run", "--suite", "smoke", "--benchmarks", "game2real", "--pairs", "tiny-f2l", "--methods",
+            "student-only", "--set", "train.steps=6"]
+    run(*args, "--out", str(tmp_path / "a"), "--seeds", "0,1")
+    run(*args, "--out", str(tmp_path / "b"), "--seeds", "0")
+
+    def scores(root, seed):
+        return {r["domain"]: r["miou"] for r in records(root) if r["method"] == "student-only" and r["seed"] == seed}
+
+    assert scores(tmp_path / "a", 0) == scores(tmp_path / "b", 0)
+    assert scores(tmp_path / "a", 0) != scores(tmp_path / "a", 1)
+
+
+def test_cnn_student_runs_kd(tmp_path):
+    out = tmp_path / "out"
+    run("run", "--suite", "smoke", "--benchmarks", "game2real", "--pairs", "tiny-f2l-cnn", "--methods", "kd",
+        "--out", str(out))
+    recs = [r for r in records(out) if r["method"] == "kd"]
+    assert recs and recs[0]["student"] == "tiny-resnet"
+
+
+def test_report_command_and_list(tmp_path):
+    out = tmp_path / "out"
+    run("run", "--suite", "smoke", "--benchmarks", "rgb2irrg", "--pairs", "tiny-f2f", "--seeds", "0,1",
+        "--out", str(out))
+    result = run("report", str(out), "--out", str(tmp_path / "rep"))
+    assert "| method | in-domain | aerial-irrg | aerial-irrg-b | out-of-domain | seeds | wall s |" in result.output
+    assert "±" in result.output
+    assert (tmp_path / "rep" / "report.md").is_file()
+    assert list((tmp_path / "rep" / "tables").glob("*.csv"))
+    for what, expected in [("methods", "student-only"), ("suites", "synth5"), ("pairs", "F2L"),
+                           ("benchmarks", "smoke/game2real"), ("domains", "aerial-irrg")]:
+        assert expected in run("list", what).output
