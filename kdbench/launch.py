@@ -86,8 +86,8 @@ def run_dir(out: Path, job: Job, cfg: Config, suite: Suite) -> RunDir:
 class Workspace:
     """What runs of one sweep share in memory: evaluation splits, training splits, teachers."""
 
-    def __init__(self, cfg: Config, suite: Suite, runtime: Runtime):
-        self.cfg, self.suite, self.runtime = cfg, suite, runtime
+    def __init__(self, cfg: Config, suite: Suite, runtime: Runtime, echo: Callable[[str], None] = print):
+        self.cfg, self.suite, self.runtime, self.echo = cfg, suite, runtime, echo
         self.protocol: Protocol = get_protocol(cfg.eval.protocol)
         self._splits: dict[tuple[str, str], Split] = {}
         self._teachers: dict[tuple[str, str], Segmentor] = {}
@@ -99,16 +99,16 @@ class Workspace:
             self._splits[key] = make_split(get_domain(domain), split, count, self.cfg.data.image_size)
         return self._splits[key]
 
-    def teacher(self, pair: Pair, source: str, log=None) -> Segmentor:
+    def teacher(self, pair: Pair, source: str) -> Segmentor:
         key = (pair.teacher, source)
         if key not in self._teachers:
             self._teachers[key], _ = teacher_segmentor(MODELS.get(pair.teacher), self.cfg, self.suite.target_domains,
-                                                       source, self.runtime, log)
+                                                       source, self.runtime, self.echo)
         return self._teachers[key]
 
     def student(self, pair: Pair, num_classes: int, seed: int) -> Segmentor:
         backbone, _ = pretrained_backbone(MODELS.get(pair.student), self.cfg, self.suite.target_domains,
-                                          self.runtime)
+                                          self.runtime, self.echo)
         torch.manual_seed(seed)
         return Segmentor(copy.deepcopy(backbone), LightHead(backbone.level_channels, num_classes)
                          ).to(self.runtime.device)
@@ -178,7 +178,7 @@ def summary_line(job: Job, records: list[dict[str, Any]]) -> str:
 def run_sweep(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out: Path,
               echo: Callable[[str], None]) -> dict[str, int]:
     """Run every job not already done; a failing run is recorded with its reason and the sweep goes on."""
-    ws = Workspace(cfg, suite, runtime)
+    ws = Workspace(cfg, suite, runtime, echo)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     for i, job in enumerate(jobs, start=1):
         rd = run_dir(out, job, cfg, suite)

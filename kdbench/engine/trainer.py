@@ -72,6 +72,25 @@ def _clone_out(out: SegOutput) -> SegOutput:
                      num_prefix=out.num_prefix)
 
 
+def method_step(method: Method, stage: Stage) -> StepFn:
+    """One step's forward passes and loss terms: the teacher (only when the stage uses it, under inference mode,
+    only the taps the method declares), then the student, then the method's loss."""
+    run_teacher = stage.uses_teacher and bool(method.teacher_taps)
+    teacher_logits = "logits" in method.teacher_taps
+    student_logits = "logits" in stage.student_taps
+
+    def step(batch: Batch) -> dict[str, torch.Tensor]:
+        teacher_out = None
+        if run_teacher:
+            with torch.inference_mode():
+                teacher_out = method.teacher(batch.images, with_logits=teacher_logits)
+            teacher_out = _clone_out(teacher_out)
+        student_out = method.student(batch.images, with_logits=student_logits)
+        return method.loss(stage, batch, student_out, teacher_out)
+
+    return step
+
+
 def set_trainable(method: Method, stage: Stage) -> None:
     """Trainable parts get gradients and train mode; frozen parts neither (so BatchNorm statistics stay put)."""
     parts = {"backbone": [method.student.backbone], "head": [method.student.head], "extra": method.extra_modules()}
@@ -112,20 +131,10 @@ def train_method(method: Method, batches_for: Callable[[Stage], Iterator[Batch]]
         groups = stage_groups(method, stage, cfg)
         if not groups:
             raise TrainingError(f"stage {stage.name!r} of {method.registered_name!r} has nothing to train")
-        run_teacher = stage.uses_teacher and bool(method.teacher_taps)
-
-        def step_fn(batch: Batch, stage: Stage = stage, run_teacher: bool = run_teacher) -> dict[str, torch.Tensor]:
-            teacher_out = None
-            if run_teacher:
-                with torch.inference_mode():
-                    teacher_out = teacher(batch.images, with_logits="logits" in method.teacher_taps)
-                teacher_out = _clone_out(teacher_out)
-            student_out = method.student(batch.images, with_logits="logits" in stage.student_taps)
-            return method.loss(stage, batch, student_out, teacher_out)
-
         steps = stage.steps if stage.steps is not None else cfg.steps
         start = time.perf_counter()
-        last = train_steps(step_fn, groups, batches_for(stage), steps, cfg, runtime, stage.name, log)
+        last = train_steps(method_step(method, stage), groups, batches_for(stage), steps, cfg, runtime, stage.name,
+                           log)
         results.append(StageResult(stage.name, steps, time.perf_counter() - start, last))
         if on_stage_end is not None:
             on_stage_end(stage)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ from kdbench.models.checkpoints import atomic_save, load_weights
 from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench.models.zoo import ModelSpec
 
+Notify = Callable[[str], None]
 CACHE_VERSION = 1  # bump when generator or pretraining code changes what a cached file would contain
 PRETRAIN_SCENES = ("urban", "aerial")
 
@@ -53,7 +55,7 @@ def backbone_key(spec: ModelSpec, cfg: Config, excluded: list[str]) -> str:
 
 
 def pretrained_backbone(spec: ModelSpec, cfg: Config, excluded: list[str], runtime: Runtime,
-                        log=None) -> tuple[torch.nn.Module, str]:
+                        notify: Notify = print) -> tuple[torch.nn.Module, str]:
     """The backbone of ``spec`` after its pretraining, from the cache or trained now (and cached)."""
     key = backbone_key(spec, cfg, excluded)
     path = cache_dir(cfg) / f"backbone-{spec.name}-{key}.pt"
@@ -62,6 +64,8 @@ def pretrained_backbone(spec: ModelSpec, cfg: Config, excluded: list[str], runti
         load_weights(backbone, path)
         return backbone.to(runtime.device), key
     steps = cfg.pretrain.foundation_steps if spec.pretrain == "randomised" else cfg.pretrain.proxy_steps
+    notify(f"pretraining {spec.name} on the {spec.pretrain} stream for {steps} steps (once; cached as {path})")
+    start = time.perf_counter()
     stream = PretrainStream(spec.pretrain, PRETRAIN_SCENES, cfg.data.image_size, cfg.pretrain.batch_size, seed=0,
                             exclude=[get_domain(d) for d in excluded] if spec.pretrain == "randomised" else [])
     torch.manual_seed(0)
@@ -77,13 +81,14 @@ def pretrained_backbone(spec: ModelSpec, cfg: Config, excluded: list[str], runti
 
     groups = param_groups({"all": (list(model.parameters()), cfg.pretrain.lr)}, cfg.train.weight_decay)
     train_cfg = _pretrain_train_cfg(cfg)
-    train_steps(step, groups, batches(), steps, train_cfg, runtime, f"pretrain {spec.name} ({spec.pretrain})", log)
+    train_steps(step, groups, batches(), steps, train_cfg, runtime, f"pretrain {spec.name} ({spec.pretrain})")
     atomic_save(backbone.state_dict(), path)
+    notify(f"pretrained {spec.name} in {time.perf_counter() - start:.0f} s")
     return backbone, key
 
 
 def teacher_segmentor(spec: ModelSpec, cfg: Config, excluded: list[str], source: str, runtime: Runtime,
-                      log=None) -> tuple[Segmentor, str]:
+                      notify: Notify = print) -> tuple[Segmentor, str]:
     """The teacher for a benchmark: its backbone (pretrained, or loaded from ``pretrain.teacher_weights``),
     frozen, with a decode head trained on ``source``; both cached."""
     if cfg.pretrain.teacher_weights:
@@ -93,7 +98,7 @@ def teacher_segmentor(spec: ModelSpec, cfg: Config, excluded: list[str], source:
         bkey = content_key({"file": str(Path(cfg.pretrain.teacher_weights).resolve()),
                             "mtime": Path(cfg.pretrain.teacher_weights).stat().st_mtime_ns})
     else:
-        backbone, bkey = pretrained_backbone(spec, cfg, excluded, runtime, log)
+        backbone, bkey = pretrained_backbone(spec, cfg, excluded, runtime, notify)
     domain = get_domain(source)
     key = content_key({"backbone": bkey, "source": source, "steps": cfg.pretrain.head_steps,
                        "batch": cfg.pretrain.batch_size, "lr": cfg.pretrain.lr, "size": cfg.data.image_size,
@@ -104,6 +109,7 @@ def teacher_segmentor(spec: ModelSpec, cfg: Config, excluded: list[str], source:
     if path.is_file():
         load_weights(teacher, path)
     else:
+        notify(f"training the {spec.name} teacher's head on {source} for {cfg.pretrain.head_steps} steps (once)")
         for p in backbone.parameters():
             p.requires_grad_(False)
         backbone.eval()
@@ -116,7 +122,7 @@ def teacher_segmentor(spec: ModelSpec, cfg: Config, excluded: list[str], source:
 
         groups = param_groups({"head": (list(teacher.head.parameters()), cfg.pretrain.lr)}, cfg.train.weight_decay)
         train_steps(step, groups, data.batches("source", cfg.pretrain.batch_size, seed=0), cfg.pretrain.head_steps,
-                    _pretrain_train_cfg(cfg), runtime, f"teacher head {spec.name} on {source}", log)
+                    _pretrain_train_cfg(cfg), runtime, f"teacher head {spec.name} on {source}")
         atomic_save(teacher.state_dict(), path)
     teacher.eval()
     for p in teacher.parameters():
