@@ -62,6 +62,17 @@ def selections(cfg: Config, suite: Suite) -> tuple[list[str], list[str], list[st
     return benchmarks, pairs, methods
 
 
+def check_teacher_weights(cfg: Config, pairs: list[str]) -> None:
+    """A ``pretrain.teacher_weights`` file must load into every selected pair's teacher, checked before any work."""
+    if not cfg.pretrain.teacher_weights:
+        return
+    from kdbench.models.checkpoints import load_weights
+    from kdbench.models.zoo import MODELS
+
+    for teacher in dict.fromkeys(PAIRS.get(p).teacher for p in pairs):
+        load_weights(MODELS.get(teacher).build_backbone(cfg.data.image_size), cfg.pretrain.teacher_weights)
+
+
 def check_writable(out: Path) -> None:
     """Create ``out`` if needed and prove a file can be written there, or fail naming the folder."""
     try:

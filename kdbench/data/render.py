@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from kdbench.data.scenes import Layout
 
-# Per class: (noise amplitude, noise cells across the image, pattern). Patterns are drawn in the renderer.
+# Per class: (noise amplitude, noise cells across the image, pattern). Patterns are drawn in the renderer; every
+# class has a material cue of its own, so a model that learns to ignore colour can still tell classes apart.
 _MATERIALS = {
     "road": (0.04, 16, "lanes"),
     "sidewalk": (0.05, 16, "tiles"),
@@ -27,7 +28,7 @@ _MATERIALS = {
     "impervious surface": (0.05, 16, "lanes"),
     "low vegetation": (0.12, 16, None),
     "tree": (0.25, 32, None),
-    "clutter": (0.2, 32, None),
+    "clutter": (0.1, 32, "checker"),
 }
 
 
@@ -118,6 +119,8 @@ def render(layouts: list[Layout], styles: list[Style], classes: tuple[str, ...],
             pat = pat + 0.35 * (((xs + ys) // unit) % 8 == 0).float()
         elif pattern == "gradient":
             pat = pat + 0.25 * (ys.float() / size)
+        elif pattern == "checker":
+            pat = pat + 0.3 * (((xs // (2 * unit)) + (ys // (2 * unit))) % 2).float() - 0.15
         elif pattern == "glass":
             pat = pat - 0.2 * ((ys // unit) % 3 == 0).float()
         shade = torch.where(mask, pat, shade)

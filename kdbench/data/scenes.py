@@ -153,7 +153,7 @@ def aerial_layout(size: int, rng: np.random.Generator, scale: float = 1.0) -> La
         for _ in range(rng.integers(0, 3)):
             along = rng.uniform(0.05, 0.95)
             lane = centre + rng.choice([-0.5, 0.5]) * half
-            long_, short = 0.13 * scale, 0.07 * scale
+            long_, short = 0.18 * scale, 0.1 * scale
             if axis == "h":
                 car = (np.abs(ys - lane) < short / 2) & (np.abs(xs - along) < long_ / 2)
             else:
@@ -164,7 +164,7 @@ def aerial_layout(size: int, rng: np.random.Generator, scale: float = 1.0) -> La
 
     for _ in range(rng.integers(0, 3)):
         cy, cx = rng.uniform(0, 1, size=2)
-        r = rng.uniform(0.04, 0.08) * scale
+        r = rng.uniform(0.06, 0.1) * scale
         junk = _blob(ys, xs, cy, cx, r, r * rng.uniform(0.5, 2.0), rng, wobble=0.4)
         labels[junk] = AERIAL_CLASSES.index("clutter")
         instance[junk] = next_id

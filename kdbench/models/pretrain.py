@@ -32,7 +32,7 @@ from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench.models.zoo import ModelSpec
 
 Notify = Callable[[str], None]
-CACHE_VERSION = 1  # bump when generator or pretraining code changes what a cached file would contain
+CACHE_VERSION = 3  # bump when generator or pretraining code changes what a cached file would contain
 PRETRAIN_SCENES = ("urban", "aerial")
 
 
