@@ -84,13 +84,14 @@ def run_dir(out: Path, job: Job, cfg: Config, suite: Suite) -> RunDir:
 
 
 class Workspace:
-    """What runs of one sweep share in memory: evaluation splits, training splits, teachers."""
+    """What runs of one sweep share in memory: evaluation and training splits, teachers, student backbones."""
 
     def __init__(self, cfg: Config, suite: Suite, runtime: Runtime, echo: Callable[[str], None] = print):
         self.cfg, self.suite, self.runtime, self.echo = cfg, suite, runtime, echo
         self.protocol: Protocol = get_protocol(cfg.eval.protocol)
         self._splits: dict[tuple[str, str], Split] = {}
         self._teachers: dict[tuple[str, str], Segmentor] = {}
+        self._student_backbones: dict[str, torch.nn.Module] = {}
 
     def split(self, domain: str, split: str) -> Split:
         key = (domain, split)
@@ -107,8 +108,11 @@ class Workspace:
         return self._teachers[key]
 
     def student(self, pair: Pair, num_classes: int, seed: int) -> Segmentor:
-        backbone, _ = pretrained_backbone(MODELS.get(pair.student), self.cfg, self.suite.target_domains,
-                                          self.runtime, self.echo)
+        """A fresh student: a copy of the pretrained backbone (loaded once per sweep) and a seeded new head."""
+        if pair.student not in self._student_backbones:
+            self._student_backbones[pair.student], _ = pretrained_backbone(
+                MODELS.get(pair.student), self.cfg, self.suite.target_domains, self.runtime, self.echo)
+        backbone = self._student_backbones[pair.student]
         torch.manual_seed(seed)
         return Segmentor(copy.deepcopy(backbone), LightHead(backbone.level_channels, num_classes)
                          ).to(self.runtime.device)
