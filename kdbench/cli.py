@@ -52,7 +52,7 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, devi
     from kdbench.engine.runtime import resolve_runtime
     from kdbench.launch import expand, run_sweep
     from kdbench.report import write_report
-    from kdbench.resolve import check_teacher_weights, check_writable, resolve_config, selections
+    from kdbench.resolve import check_compatible, check_teacher_weights, check_writable, resolve_config, selections
 
     seed_list = None
     if seeds is not None:
@@ -65,6 +65,7 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, devi
     cfg, suite_obj = resolve_config(config_file, options, sets)
     bench_names, pair_names, method_names = selections(cfg, suite_obj)
     runtime = resolve_runtime(cfg.device, cfg.train.amp, cfg.train.threads)
+    check_compatible(method_names, pair_names)
     check_teacher_weights(cfg, pair_names)
     out_dir = Path(cfg.out)
     check_writable(out_dir)

@@ -25,7 +25,7 @@ from kdbench.models.segmentor import Segmentor, SegOutput
 from kdbench.registry import Registry
 
 IGNORE_INDEX = 255
-TAPS = frozenset({"logits", "features", "tokens"})
+TAPS = frozenset({"logits", "features", "tokens", "blocks"})
 DATA_KINDS = {
     "source": "labelled source-domain training images",
     "source-images": "the same source images with labels withheld",
@@ -78,7 +78,8 @@ class Method(nn.Module):
 
     Subclasses set ``defaults`` (every hyper-parameter with its default; overridable from YAML and
     ``--set method.<name>.<key>=<value>``), ``teacher_taps`` (outputs the teacher must compute; empty means the
-    teacher never runs), ``student_kinds`` (backbone kinds the method supports) and implement :meth:`loss`.
+    teacher never runs), ``student_kinds`` and ``teacher_kinds`` (backbone kinds the method supports, checked before
+    a sweep starts) and implement :meth:`loss`.
     Multi-stage methods override :meth:`stages`.
     """
 
@@ -86,6 +87,7 @@ class Method(nn.Module):
     defaults: ClassVar[Mapping[str, Any]] = {}
     teacher_taps: ClassVar[frozenset[str]] = frozenset()
     student_kinds: ClassVar[frozenset[str]] = frozenset({"vit", "cnn"})
+    teacher_kinds: ClassVar[frozenset[str]] = frozenset({"vit", "cnn"})
 
     def __init__(self, teacher: Segmentor, student: Segmentor, **hparams: Any):
         super().__init__()
@@ -93,15 +95,17 @@ class Method(nn.Module):
         # The teacher is deliberately not a submodule: it never appears in parameters() or state_dict().
         object.__setattr__(self, "teacher", teacher)
         self.hp = self.resolve_hparams(hparams)
-        kind = getattr(student.backbone, "kind", "?")
-        if kind not in self.student_kinds:
-            raise UserError(f"method {self.registered_name!r} does not support {kind} students "
-                            f"(supports: {', '.join(sorted(self.student_kinds))})")
+        for role, model, kinds in (("student", student, self.student_kinds), ("teacher", teacher, self.teacher_kinds)):
+            kind = getattr(model.backbone, "kind", "?")
+            if kind not in kinds:
+                raise UserError(f"method {self.registered_name!r} does not support {kind} {role}s "
+                                f"(supports: {', '.join(sorted(kinds))})")
 
     @classmethod
     def description(cls) -> str:
-        lines = (cls.__doc__ or "").strip().splitlines()
-        return lines[0] if lines else ""
+        """The docstring's first paragraph, on one line."""
+        paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
+        return " ".join(line.strip() for line in paragraph.splitlines())
 
     @classmethod
     def resolve_hparams(cls, overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,8 @@ def run_scores(frame: pd.DataFrame) -> pd.DataFrame:
             row[r.domain] = float(r.miou)
         row["out-of-domain"] = float(targets.miou.mean()) if len(targets) else float("nan")
         row["wall_s"] = float(group.wall_s.iloc[0])
+        stages = group.stages.iloc[0] if "stages" in group else []
+        row["train_s"] = float(sum(st["wall_s"] for st in stages)) if isinstance(stages, list) else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -56,7 +58,7 @@ def _fmt(values: pd.Series) -> str:
 
 def benchmark_table(scores: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
     """Rows: methods (teacher, student-only, then the rest). Columns: in-domain, targets, out-of-domain avg, seeds,
-    mean wall time."""
+    mean training time per run (the method's stages only: no shared pretraining, no evaluation)."""
     columns = ["in-domain", *targets, "out-of-domain"]
     rows = []
     for method in _method_order(list(scores.method.unique())):
@@ -65,7 +67,36 @@ def benchmark_table(scores: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
         for col in columns:
             row[col] = _fmt(runs[col]) if col in runs else "–"
         row["seeds"] = str(len(runs)) if method != "teacher" else "–"
-        row["wall s"] = f"{runs.wall_s.mean():.0f}"
+        row["train s"] = "–" if method == "teacher" else f"{runs.train_s.mean():.0f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _suite_order(suite: str, benchmarks: list[str]) -> list[str]:
+    """``benchmarks`` in the order the suite declares them, where the suite is known; else as found."""
+    from kdbench.suite import load_suite
+
+    try:
+        order = list(load_suite(suite).benchmarks)
+    except (UserError, OSError):
+        return benchmarks
+    return sorted(benchmarks, key=lambda b: order.index(b) if b in order else len(order))
+
+
+def pair_summary(scores: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
+    """One pair's methods across benchmarks: in-domain and out-of-domain mIoU per benchmark (mean ± std over seeds),
+    the out-of-domain mean over benchmarks (averaged per seed first, then mean ± std), and mean training time."""
+    rows = []
+    for method in _method_order(list(scores.method.unique())):
+        runs = scores[scores.method == method]
+        row = {"method": method}
+        for bench in benchmarks:
+            per = runs[runs.benchmark == bench]
+            row[f"{bench} ID"] = _fmt(per["in-domain"])
+            row[f"{bench} OOD"] = _fmt(per["out-of-domain"])
+        complete = runs.groupby("seed").filter(lambda g: set(g.benchmark) >= set(benchmarks))
+        row["mean OOD"] = _fmt(complete.groupby("seed")["out-of-domain"].mean()) if len(benchmarks) > 1 else "–"
+        row["train s"] = "–" if method == "teacher" else f"{runs.train_s.mean():.0f}"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -85,6 +116,7 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     if frame.empty:
         raise UserError(f"no finished runs under {root}")
     scores = run_scores(frame)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
     lines = [f"# kdbench report: {root}", ""]
     first = frame.iloc[0]
     lines += [f"Device {first.device}, precision {first.precision}, torch {first.versions['torch']}, "
@@ -93,13 +125,17 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     for (suite, protocol), per_suite in scores.groupby(["suite", "protocol"], sort=False):
         caption = frame[(frame.suite == suite) & (frame.protocol == protocol)].protocol_caption.iloc[0]
         lines += [f"## Suite {suite}", "", f"Protocol {caption}.", ""]
+        benchmarks = _suite_order(suite, list(dict.fromkeys(per_suite.benchmark)))
+        for (pair, kind), per_pair in per_suite.groupby(["pair", "pair_kind"], sort=False):
+            summary = pair_summary(per_pair, benchmarks)
+            atomic_write_text(out / "tables" / f"{suite}-{pair}-summary.csv", summary.to_csv(index=False))
+            lines += [f"### {pair} ({kind}): every benchmark", "", to_markdown(summary), ""]
         for (pair, kind), per_pair in per_suite.groupby(["pair", "pair_kind"], sort=False):
             for bench, per_bench in per_pair.groupby("benchmark", sort=False):
                 targets = frame[(frame.suite == suite) & (frame.benchmark == bench) & (frame.role == "target")
                                 ].domain.drop_duplicates().tolist()
                 table = benchmark_table(per_bench, targets)
                 csv = out / "tables" / f"{suite}-{pair}-{bench}.csv"
-                csv.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(csv, table.to_csv(index=False))
                 source = frame[(frame.benchmark == bench) & (frame.role == "source")].domain.iloc[0]
                 lines += [f"### {pair} ({kind}), {bench}: {source} -> {', '.join(targets)}", "",

@@ -62,6 +62,23 @@ def selections(cfg: Config, suite: Suite) -> tuple[list[str], list[str], list[st
     return benchmarks, pairs, methods
 
 
+def check_compatible(methods: list[str], pairs: list[str]) -> None:
+    """Every selected method must support every selected pair's student and teacher kinds, checked before any
+    work; the error names the first combination that does not fit."""
+    from kdbench.models.zoo import MODELS
+
+    for method in methods:
+        cls = METHODS.get(method)
+        for pair_name in pairs:
+            pair = PAIRS.get(pair_name)
+            for role, model, kinds in (("student", pair.student, cls.student_kinds),
+                                       ("teacher", pair.teacher, cls.teacher_kinds)):
+                arch = MODELS.get(model).arch
+                if arch not in kinds:
+                    raise UserError(f"method {method!r} does not support {arch} {role}s (pair {pair_name!r} has "
+                                    f"{model}); it supports {', '.join(sorted(kinds))} {role}s")
+
+
 def check_teacher_weights(cfg: Config, pairs: list[str]) -> None:
     """A ``pretrain.teacher_weights`` file must load into every selected pair's teacher, checked before any work."""
     if not cfg.pretrain.teacher_weights:

@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-from kdbench_methods.kd import LogitKD
 
 from kdbench.config import TrainConfig
 from kdbench.data.domains import get_domain
@@ -17,6 +16,7 @@ from kdbench.engine.trainer import TrainingError, train_method
 from kdbench.method import Method, Stage
 from kdbench.models.backbones import ViTBackbone
 from kdbench.models.segmentor import LightHead, Segmentor
+from kdbench_methods.kd import LogitKD
 
 
 def tiny(width=16, classes=6):

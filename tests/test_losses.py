@@ -3,6 +3,7 @@
 import math
 
 import torch
+
 from kdbench_methods.kd import pixel_kd_loss
 
 

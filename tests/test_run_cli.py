@@ -83,7 +83,7 @@ def test_report_command_and_list(tmp_path):
     run("run", "--suite", "smoke", "--benchmarks", "rgb2irrg", "--pairs", "tiny-f2f", "--seeds", "0,1",
         "--out", str(out))
     result = run("report", str(out), "--out", str(tmp_path / "rep"))
-    assert "| method | in-domain | aerial-irrg | aerial-irrg-b | out-of-domain | seeds | wall s |" in result.output
+    assert "| method | in-domain | aerial-irrg | aerial-irrg-b | out-of-domain | seeds | train s |" in result.output
     assert "±" in result.output
     assert (tmp_path / "rep" / "report.md").is_file()
     assert list((tmp_path / "rep" / "tables").glob("*.csv"))

@@ -64,12 +64,15 @@ def train_steps(step_fn: StepFn, groups: list[dict], batches: Iterator[Batch], s
     return last
 
 
-def _clone_out(out: SegOutput) -> SegOutput:
-    """Teacher outputs made under inference mode, cloned into ordinary tensors so losses may save them."""
+def _clone_out(out: SegOutput, taps: frozenset[str]) -> SegOutput:
+    """Teacher outputs made under inference mode, cloned into ordinary tensors so losses may save them (only the
+    tapped ones; the rest are dropped)."""
     def c(t):
         return None if t is None else t.clone()
-    return SegOutput(logits=c(out.logits), features=[f.clone() for f in out.features], tokens=c(out.tokens),
-                     num_prefix=out.num_prefix)
+    return SegOutput(logits=c(out.logits), features=[f.clone() for f in out.features] if "features" in taps else [],
+                     tokens=c(out.tokens) if "tokens" in taps else None, num_prefix=out.num_prefix,
+                     blocks=[b.clone() for b in out.blocks] if "blocks" in taps and out.blocks is not None else None,
+                     grid=out.grid)
 
 
 def method_step(method: Method, stage: Stage) -> StepFn:
@@ -84,7 +87,7 @@ def method_step(method: Method, stage: Stage) -> StepFn:
         if run_teacher:
             with torch.inference_mode():
                 teacher_out = method.teacher(batch.images, with_logits=teacher_logits)
-            teacher_out = _clone_out(teacher_out)
+            teacher_out = _clone_out(teacher_out, method.teacher_taps)
         student_out = method.student(batch.images, with_logits=student_logits)
         return method.loss(stage, batch, student_out, teacher_out)
 

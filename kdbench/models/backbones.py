@@ -17,11 +17,15 @@ from torch import nn
 @dataclass
 class BackboneOutput:
     """``features``: multi-level maps B×C×h×w, shallow to deep. ``tokens``: final normalised tokens B×N×C with the
-    CLS token first where the backbone has one (``num_prefix`` says how many prefix tokens lead)."""
+    CLS token first where the backbone has one (``num_prefix`` says how many prefix tokens lead). ``blocks``: every
+    transformer block's un-normalised output B×N×C, prefix tokens included (ViTs only; ViTKD taps blocks 0, 1 and
+    the last). ``grid``: the (h, w) grid the patch tokens lie on."""
 
     features: list[torch.Tensor]
     tokens: torch.Tensor | None
     num_prefix: int = 0
+    blocks: list[torch.Tensor] | None = None
+    grid: tuple[int, int] | None = None
 
 
 class ViTBackbone(nn.Module):
@@ -55,13 +59,14 @@ class ViTBackbone(nn.Module):
         x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
         grid = (images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size)
         prefix = vit.num_prefix_tokens
-        features = []
+        features, blocks = [], []
         for i, block in enumerate(vit.blocks):
             x = block(x)
+            blocks.append(x)
             if i in self.out_indices:
                 patches = x[:, prefix:]
                 features.append(patches.transpose(1, 2).reshape(x.shape[0], -1, *grid))
-        return BackboneOutput(features=features, tokens=vit.norm(x), num_prefix=prefix)
+        return BackboneOutput(features=features, tokens=vit.norm(x), num_prefix=prefix, blocks=blocks, grid=grid)
 
 
 class CNNBackbone(nn.Module):
@@ -82,7 +87,8 @@ class CNNBackbone(nn.Module):
             raise ValueError("CNN backbones take no token mask")
         features = self.net(images)
         tokens = features[-1].flatten(2).transpose(1, 2)
-        return BackboneOutput(features=list(features), tokens=tokens, num_prefix=0)
+        return BackboneOutput(features=list(features), tokens=tokens, num_prefix=0,
+                              grid=tuple(features[-1].shape[-2:]))
 
 
 def _spread(depth: int, count: int) -> tuple[int, ...]:

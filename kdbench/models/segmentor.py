@@ -17,13 +17,16 @@ class SegOutput:
 
     ``logits``: B×K×H×W class scores at the input resolution (the head's output upsampled bilinearly; task loss,
     evaluation and logit distillation all use this resolution). ``features``: the backbone's multi-level maps.
-    ``tokens``: final normalised tokens B×N×C (CLS first where ``num_prefix`` > 0).
+    ``tokens``: final normalised tokens B×N×C (CLS first where ``num_prefix`` > 0). ``blocks``: each transformer
+    block's un-normalised tokens (ViTs only, else ``None``). ``grid``: the (h, w) grid of the patch tokens.
     """
 
     logits: torch.Tensor | None
     features: list[torch.Tensor]
     tokens: torch.Tensor | None
     num_prefix: int = 0
+    blocks: list[torch.Tensor] | None = None
+    grid: tuple[int, int] | None = None
 
     @property
     def patch_tokens(self) -> torch.Tensor | None:
@@ -73,4 +76,5 @@ class Segmentor(nn.Module):
         if with_logits:
             logits = F.interpolate(self.head(out.features), size=images.shape[-2:], mode="bilinear",
                                    align_corners=False)
-        return SegOutput(logits=logits, features=out.features, tokens=out.tokens, num_prefix=out.num_prefix)
+        return SegOutput(logits=logits, features=out.features, tokens=out.tokens, num_prefix=out.num_prefix,
+                         blocks=out.blocks, grid=out.grid)
