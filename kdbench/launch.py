@@ -134,6 +134,7 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir) -> list[dict[str, 
         student = ws.student(job.pair, len(source.classes), job.seed)
         prepare = time.perf_counter() - start  # shared, cached work (pretraining), not the method's cost
         method: Method = METHODS.get(job.method)(teacher, student, **job.hparams).to(ws.runtime.device)
+        method.pair_kind = job.pair.kind
         data = StageData(ws.split(bench.source, "train"), source.scene, cfg.data.image_size, ws.runtime.device)
 
         def save_stage(stage) -> None:

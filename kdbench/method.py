@@ -88,6 +88,8 @@ class Method(nn.Module):
     teacher_taps: ClassVar[frozenset[str]] = frozenset()
     student_kinds: ClassVar[frozenset[str]] = frozenset({"vit", "cnn"})
     teacher_kinds: ClassVar[frozenset[str]] = frozenset({"vit", "cnn"})
+    #: "F2F" or "F2L", set by the launcher before training (for schedules that differ by pair kind); "" if unknown
+    pair_kind: str = ""
 
     def __init__(self, teacher: Segmentor, student: Segmentor, **hparams: Any):
         super().__init__()
@@ -116,7 +118,13 @@ class Method(nn.Module):
                 valid = ", ".join(sorted(cls.defaults)) or "none"
                 raise UserError(f"method {cls.registered_name!r} has no hyper-parameter {key!r}; valid: {valid}")
             resolved[key] = coerce(value, cls.defaults[key], f"method.{cls.registered_name}.{key}")
+        cls.check_hparams(resolved)
         return resolved
+
+    @classmethod
+    def check_hparams(cls, hp: Mapping[str, Any]) -> None:
+        """Refuse values no run could use (a ratio outside [0, 1], an unknown mode, a missing file) with a
+        ``UserError`` naming ``method.<name>.<key>``. Runs in the pre-flight check, before any work."""
 
     def stages(self) -> list[Stage]:
         """Default: one stage on labelled source data, everything trainable, teacher running if tapped."""

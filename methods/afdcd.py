@@ -258,10 +258,9 @@ class AfDCD(Method):
     teacher_taps = frozenset({"features"})
     student_kinds = frozenset({"vit", "cnn"})
 
-    def __init__(self, teacher: Segmentor, student: Segmentor, **hparams: object):
-        super().__init__(teacher, student, **hparams)
-        name = self.registered_name or "afdcd"
-        hp = self.hp
+    @classmethod
+    def check_hparams(cls, hp) -> None:
+        name = cls.registered_name or "afdcd"
         if hp["mask"] not in MASK_MODES:
             raise UserError(f"method.{name}.mask must be one of {', '.join(MASK_MODES)}, not {hp['mask']!r}")
         if hp["projector"] not in PROJECTORS:
@@ -274,6 +273,10 @@ class AfDCD(Method):
         for key in ("groups", "window", "pool"):
             if hp[key] < 1:
                 raise UserError(f"method.{name}.{key} must be at least 1, not {hp[key]}")
+
+    def __init__(self, teacher: Segmentor, student: Segmentor, **hparams: object):
+        super().__init__(teacher, student, **hparams)
+        hp = self.hp
         s_ch = student.backbone.level_channels[-1]
         t_ch = teacher.backbone.level_channels[-1]
         self.align: nn.Module = nn.Conv2d(s_ch, t_ch, 1) if s_ch != t_ch else nn.Identity()

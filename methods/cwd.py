@@ -44,11 +44,14 @@ class ChannelWiseDistillation(Method):
 
     defaults = {"temperature": 4.0, "weight": 3.0, "on": "logits", "level": -1}
 
+    @classmethod
+    def check_hparams(cls, hp) -> None:
+        if hp["on"] not in ("logits", "features"):
+            raise UserError(f"method.{cls.registered_name}.on must be 'logits' or 'features', not {hp['on']!r}")
+
     def __init__(self, teacher, student, **hparams):
         super().__init__(teacher, student, **hparams)
         on = self.hp["on"]
-        if on not in ("logits", "features"):
-            raise UserError(f"method.{self.registered_name}.on must be 'logits' or 'features', not {on!r}")
         self.adapter = None
         if on == "features":
             setting = f"method.{self.registered_name}.level"

@@ -32,6 +32,12 @@ class FitNet(Method):
 
     defaults = {"weight": 1.0, "target": "features", "level": -1}
 
+    @classmethod
+    def check_hparams(cls, hp) -> None:
+        if hp["target"] not in ("features", "tokens"):
+            raise UserError(f"method.{cls.registered_name}.target must be 'features' or 'tokens', "
+                            f"not {hp['target']!r}")
+
     def __init__(self, teacher, student, **hparams):
         super().__init__(teacher, student, **hparams)
         target = self.hp["target"]
@@ -40,10 +46,8 @@ class FitNet(Method):
             s_ch = level_channels(student.backbone, self.hp["level"], setting)
             t_ch = level_channels(teacher.backbone, self.hp["level"], setting)
             self.adapter: nn.Module = nn.Conv2d(s_ch, t_ch, 1, bias=False)
-        elif target == "tokens":
-            self.adapter = nn.Linear(student.backbone.width, teacher.backbone.width, bias=False)
         else:
-            raise UserError(f"method.{self.registered_name}.target must be 'features' or 'tokens', not {target!r}")
+            self.adapter = nn.Linear(student.backbone.width, teacher.backbone.width, bias=False)
 
     @property
     def teacher_taps(self) -> frozenset[str]:  # type: ignore[override]

@@ -127,6 +127,12 @@ class ViTKD(Method):
     student_kinds = frozenset({"vit"})
     teacher_kinds = frozenset({"vit"})
 
+    @classmethod
+    def check_hparams(cls, hp) -> None:
+        if not 0.0 < hp["mask_ratio"] <= 1.0:
+            raise UserError(f"method.{cls.registered_name or 'vitkd'}.mask_ratio must lie in (0, 1], "
+                            f"not {hp['mask_ratio']}")
+
     def __init__(self, teacher: Segmentor, student: Segmentor, **hparams: float):
         super().__init__(teacher, student, **hparams)
         name = self.registered_name or "vitkd"
@@ -135,9 +141,6 @@ class ViTKD(Method):
             if depth is not None and depth < SHALLOW_BLOCKS:
                 raise UserError(f"method {name!r} needs at least {SHALLOW_BLOCKS} transformer blocks in the "
                                 f"{role}; it has {depth}")
-        ratio = self.hp["mask_ratio"]
-        if not 0.0 < ratio <= 1.0:
-            raise UserError(f"method.{name}.mask_ratio must lie in (0, 1], not {ratio}")
         cs, ct = student.backbone.width, teacher.backbone.width
         self.mimic_align = nn.ModuleList(nn.Linear(cs, ct) if cs != ct else nn.Identity()
                                          for _ in range(SHALLOW_BLOCKS))

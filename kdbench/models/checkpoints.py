@@ -49,7 +49,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_weights(module: nn.Module, path: str | Path) -> None:
     """Load ``path`` into ``module`` strictly; a mismatch is a UserError naming the file and the first keys."""
-    state = read_state_dict(path)
+    load_state(module, read_state_dict(path), f"weights file {path}")
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """Load ``state`` into ``module`` strictly; a mismatch is a UserError naming ``origin`` and the first keys."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -64,7 +68,7 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
         problems.append(f"shape mismatch at {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
                         + (f" (and {len(shape) - 1} more)" if len(shape) > 1 else ""))
     if problems:
-        raise UserError(f"weights file {path} does not fit the model: " + "; ".join(problems))
+        raise UserError(f"{origin} does not fit the model: " + "; ".join(problems))
     module.load_state_dict(state)
 
 
