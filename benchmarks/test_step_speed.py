@@ -30,12 +30,16 @@ def data():
     return StageData(make_split(get_domain("game"), "train", 256, SIZE), "urban", SIZE, torch.device("cpu"))
 
 
-@pytest.mark.parametrize("method_name", ["student-only", "kd"])
-def test_train_step(benchmark, data, method_name):
+STEPS = [(m, "train") for m in ("student-only", "kd", "vanilla-kd", "cwd", "fitnet", "vitkd", "proteus", "afdcd")]
+STEPS += [("gkd", "domain-agnostic"), ("gkd", "task"), ("gkd-single-stage", "train")]
+
+
+@pytest.mark.parametrize(("method_name", "stage_name"), STEPS, ids=[f"{m}-{s}" for m, s in STEPS])
+def test_train_step(benchmark, data, method_name, stage_name):
     torch.manual_seed(0)
     pair = PAIRS.get("f2l")
     method = METHODS.get(method_name)(segmentor(pair.teacher).eval(), segmentor(pair.student))
-    stage = method.stages()[0]
+    stage = next(st for st in method.stages() if st.name == stage_name)
     set_trainable(method, stage)
     cfg = TrainConfig(steps=1, batch_size=BATCH, log_every=10**9)
     runtime = resolve_runtime("cpu", "off")

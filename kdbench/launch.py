@@ -28,6 +28,7 @@ from kdbench.data.synthetic import Split, make_split
 from kdbench.engine.evaluator import Protocol, evaluate, get_protocol
 from kdbench.engine.runtime import Runtime, seed_everything
 from kdbench.engine.trainer import TrainingError, train_method
+from kdbench.errors import UserError
 from kdbench.method import METHODS, Method
 from kdbench.models.checkpoints import atomic_save
 from kdbench.models.pretrain import pretrained_backbone, teacher_segmentor
@@ -74,7 +75,20 @@ def run_identity(job: Job, cfg: Config, suite: Suite) -> dict[str, Any]:
                     k: v for k, v in vars(cfg.pretrain).items() if k != "cache_dir"}}
     if job.method != TEACHER:
         identity["train"] = {k: v for k, v in vars(cfg.train).items() if k not in ("threads", "log_every")}
+    files = _file_digests({**{f"method.{k}": v for k, v in job.hparams.items()},
+                           "pretrain.teacher_weights": cfg.pretrain.teacher_weights})
+    if files:
+        identity["files"] = files
     return identity
+
+
+def _file_digests(settings: dict[str, Any]) -> dict[str, str]:
+    """SHA-256 of every file a setting names, so a run that reads a file is redone when the file changes."""
+    digests = {}
+    for key, value in settings.items():
+        if isinstance(value, str) and value and Path(value).is_file():
+            digests[key] = hashlib.sha256(Path(value).read_bytes()).hexdigest()
+    return digests
 
 
 def run_dir(out: Path, job: Job, cfg: Config, suite: Suite) -> RunDir:
@@ -196,7 +210,7 @@ def run_sweep(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out:
         rd.start({"identity": run_identity(job, cfg, suite), "config": cfg.to_dict()})
         try:
             records = execute(job, cfg, ws, rd)
-        except TrainingError as exc:
+        except (TrainingError, UserError) as exc:  # this run cannot go on (e.g. a file that does not fit)
             rd.fail(str(exc))
             counts["failed"] += 1
             echo(f"{prefix} {job.label}: FAILED: {exc}")

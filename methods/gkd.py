@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -119,7 +121,7 @@ class GKD(Method):
     * CNN students (F2L; the official code has none): tokens are the last feature map, resampled bilinearly to
       the teacher's token grid; the CLS surrogate is the map's global average; masking replaces the pixels under
       each masked teacher-grid cell with a learnable colour (:class:`InputMasker`), since a CNN has no patch
-      embedding to put a mask token in.
+      embedding to put a mask token in; that pass leaves BatchNorm running statistics untouched.
     """
 
     defaults = {"cls_weight": 1.0, "feat_weight": 1.0, "mask_weight": 1.0, "mask_probability": 0.5,
@@ -140,6 +142,8 @@ class GKD(Method):
                 raise UserError(f"method.{name}.{key} must lie in [0, 1], not {hp[key]}")
         if hp["stage1_from"] and not Path(hp["stage1_from"]).is_file():
             raise UserError(f"method.{name}.stage1_from: no such file {hp['stage1_from']}")
+        if hp["stage1_from"] and cls.single_stage:
+            raise UserError(f"method.{name}.stage1_from does not apply: {name} has no separate stage 1")
 
     def __init__(self, teacher: Segmentor, student: Segmentor, **hparams):
         super().__init__(teacher, student, **hparams)
@@ -208,10 +212,27 @@ class GKD(Method):
     def masked_pass(self, images: torch.Tensor, mask: torch.Tensor, teacher_grid: tuple[int, int]) -> SegOutput:
         """The student's second pass with ``mask`` (B×N_t) applied: the mask token for ViTs, pixels for CNNs."""
         if self.input_masker is not None:
-            images, mask = self.input_masker(images, mask, teacher_grid), None
-        out = self.student.backbone(images, mask=mask)
+            with running_stats_frozen(self.student.backbone):
+                out = self.student.backbone(self.input_masker(images, mask, teacher_grid))
+        else:
+            out = self.student.backbone(images, mask=mask)
         return SegOutput(logits=None, features=out.features, tokens=out.tokens, num_prefix=out.num_prefix,
                          grid=out.grid)
+
+
+@contextmanager
+def running_stats_frozen(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with batch statistics as usual but leave their running averages untouched
+    (momentum 0), so a CNN's painted-image pass does not shift the statistics stage 2 and evaluation use."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
 
 
 def load_student_backbone(student: Segmentor, path: Path, method: str) -> None:
