@@ -30,7 +30,7 @@ from kdbench.engine.runtime import Runtime, seed_everything
 from kdbench.engine.trainer import TrainingError, train_method
 from kdbench.errors import UserError
 from kdbench.method import METHODS, Method
-from kdbench.models.checkpoints import atomic_save
+from kdbench.models.checkpoints import atomic_save, state_digest
 from kdbench.models.pretrain import pretrained_backbone, teacher_segmentor
 from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench.models.zoo import MODELS, PAIRS, Pair
@@ -106,6 +106,7 @@ class Workspace:
         self._splits: dict[tuple[str, str], Split] = {}
         self._teachers: dict[tuple[str, str], Segmentor] = {}
         self._student_backbones: dict[str, torch.nn.Module] = {}
+        self.digests: dict[object, str] = {}
 
     def split(self, domain: str, split: str) -> Split:
         key = (domain, split)
@@ -119,6 +120,7 @@ class Workspace:
         if key not in self._teachers:
             self._teachers[key], _ = teacher_segmentor(MODELS.get(pair.teacher), self.cfg, self.suite.target_domains,
                                                        source, self.runtime, self.echo)
+            self.digests[key] = state_digest(self._teachers[key])
         return self._teachers[key]
 
     def student(self, pair: Pair, num_classes: int, seed: int) -> Segmentor:
@@ -126,6 +128,7 @@ class Workspace:
         if pair.student not in self._student_backbones:
             self._student_backbones[pair.student], _ = pretrained_backbone(
                 MODELS.get(pair.student), self.cfg, self.suite.target_domains, self.runtime, self.echo)
+            self.digests[pair.student] = state_digest(self._student_backbones[pair.student])
         backbone = self._student_backbones[pair.student]
         torch.manual_seed(seed)
         return Segmentor(copy.deepcopy(backbone), LightHead(backbone.level_channels, num_classes)
@@ -175,6 +178,8 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir) -> list[dict[str, 
         "student_params": sum(p.numel() for p in model.parameters()),
         "wall_s": round(time.perf_counter() - start, 2), "train_wall_s": round(train_wall, 2),
         "prepare_s": round(prepare, 2),
+        "teacher_digest": ws.digests[(job.pair.teacher, bench.source)],
+        "student_init_digest": ws.digests.get(job.pair.student) if job.method != TEACHER else None,
         "peak_memory_mb": round(peak / 2**20, 1),
         "peak_memory_kind": "cuda-allocated" if ws.runtime.device.type == "cuda" else "process-max-rss",
         "device": ws.runtime.device_name, "precision": ws.runtime.precision, "threads": torch.get_num_threads(),

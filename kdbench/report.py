@@ -140,6 +140,11 @@ def write_report(root: Path, out: Path | None = None) -> Path:
                 source = frame[(frame.benchmark == bench) & (frame.role == "source")].domain.iloc[0]
                 lines += [f"### {pair} ({kind}), {bench}: {source} -> {', '.join(targets)}", "",
                           to_markdown(table), ""]
+    if "teacher_digest" in frame:
+        mixed = frame.dropna(subset=["teacher_digest"]).groupby(["suite", "benchmark", "pair"]).teacher_digest.nunique()
+        for (suite, bench, pair), count in mixed[mixed > 1].items():
+            lines += [f"Warning: {suite} {bench} {pair} mixes runs made with {count} different teacher weights "
+                      "(`teacher_digest` in the records); their rows are not comparable.", ""]
     if failures:
         lines += ["## Failed runs", ""] + [f"- `{f['run']}`: {f['reason']}" for f in failures] + [""]
     path = out / "report.md"

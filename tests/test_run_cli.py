@@ -10,7 +10,7 @@ from kdbench.cli import cli
 RECORD_FIELDS = {
     "suite", "benchmark", "pair", "pair_kind", "teacher", "student", "method", "hparams", "seed", "domain", "role",
     "miou", "per_class_iou", "images", "protocol", "train_steps", "wall_s", "peak_memory_mb", "device",
-    "precision", "versions", "git_commit", "checkpoint",
+    "precision", "versions", "git_commit", "checkpoint", "prepare_s", "teacher_digest", "student_init_digest",
 }
 
 
@@ -37,6 +37,10 @@ def test_smoke_run_records_report_and_skip(tmp_path):
                                                      "street": "target"}
     assert kd[0]["hparams"] == {"temperature": 1.0, "weight": 1.0} and kd[0]["pair_kind"] == "F2L"
     assert all(0 <= r["miou"] <= 100 for r in recs)
+    per_pair = {(r["benchmark"], r["pair"]): r["teacher_digest"] for r in recs}
+    assert all(r["teacher_digest"] == per_pair[r["benchmark"], r["pair"]] for r in recs)
+    assert {r["student_init_digest"] for r in recs if r["method"] == "teacher"} == {None}
+    assert len({r["student_init_digest"] for r in recs if r["method"] != "teacher"}) == 2  # one per student model
     assert len(list(out.rglob("done"))) == 12 and len(list(out.rglob("metrics.jsonl"))) == 8
     report = (out / "report.md").read_text()
     assert "| teacher |" in report and "| student-only |" in report and "| kd |" in report
@@ -90,3 +94,16 @@ def test_report_command_and_list(tmp_path):
     for what, expected in [("methods", "student-only"), ("suites", "synth5"), ("pairs", "F2L"),
                            ("benchmarks", "smoke/game2real"), ("domains", "aerial-irrg")]:
         assert expected in run("list", what).output
+
+
+def test_report_warns_when_a_table_mixes_teacher_weights(tmp_path):
+    out = tmp_path / "out"
+    run("run", "--suite", "smoke", "--out", str(out), "--benchmarks", "rgb2irrg", "--pairs", "tiny-f2f",
+        "--methods", "kd")
+    kd_records = next(p for p in out.rglob("records.jsonl") if "/kd/" in str(p))
+    lines = [json.loads(line) for line in kd_records.read_text().splitlines()]
+    kd_records.write_text("".join(json.dumps({**r, "teacher_digest": "0" * 16}) + "\n" for r in lines))
+    report = run("report", str(out)).output
+    assert "report" in report
+    text = (out / "report.md").read_text()
+    assert "Warning: smoke rgb2irrg tiny-f2f mixes runs made with 2 different teacher weights" in text

@@ -39,3 +39,17 @@ def test_mismatched_or_missing_teacher_file_is_one_line_error(tmp_path):
     missing = invoke(tmp_path, tmp_path / "nope.pt")
     assert missing.exit_code != 0 and "does not exist" in missing.output
     assert not (tmp_path / "out").exists()  # checked before anything was written
+
+
+def test_state_digest_tells_weights_apart_and_ignores_object_identity():
+    from kdbench.models.checkpoints import state_digest
+    from kdbench.models.zoo import MODELS
+
+    torch.manual_seed(0)
+    a = MODELS.get("tiny-vit-s").build_backbone(16)
+    b = MODELS.get("tiny-vit-s").build_backbone(16)
+    b.load_state_dict(a.state_dict())
+    assert state_digest(a) == state_digest(b) and len(state_digest(a)) == 16
+    with torch.no_grad():
+        b.mask_token.add_(1e-6)
+    assert state_digest(a) != state_digest(b)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -75,3 +76,14 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], origin: str) -
 def _few(keys: list[str], n: int = 3) -> str:
     shown = ", ".join(keys[:n])
     return shown + (f" (and {len(keys) - n} more)" if len(keys) > n else "")
+
+
+def state_digest(module: nn.Module) -> str:
+    """A short SHA-256 of ``module``'s weights and buffers (names, shapes, bytes): the fingerprint records carry,
+    so runs trained from differently pretrained models can be told apart."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
+        digest.update(data.view(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()[:16]
