@@ -131,7 +131,10 @@ def write_report(root: Path, out: Path | None = None) -> Path:
             atomic_write_text(out / "tables" / f"{suite}-{pair}-summary.csv", summary.to_csv(index=False))
             lines += [f"### {pair} ({kind}): every benchmark", "", to_markdown(summary), ""]
         for (pair, kind), per_pair in per_suite.groupby(["pair", "pair_kind"], sort=False):
-            for bench, per_bench in per_pair.groupby("benchmark", sort=False):
+            for bench in benchmarks:
+                per_bench = per_pair[per_pair.benchmark == bench]
+                if per_bench.empty:
+                    continue
                 targets = frame[(frame.suite == suite) & (frame.benchmark == bench) & (frame.role == "target")
                                 ].domain.drop_duplicates().tolist()
                 table = benchmark_table(per_bench, targets)
