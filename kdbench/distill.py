@@ -37,15 +37,18 @@ def resize_to(feature_map: torch.Tensor, size: tuple[int, int] | torch.Size) -> 
     return F.interpolate(feature_map, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def student_patches_on_teacher_grid(student: SegOutput, teacher: SegOutput) -> torch.Tensor:
-    """The student's final patch tokens on the teacher's token grid, B×N_t×C_s. A ViT student with the same grid
-    passes through untouched; otherwise (a CNN's stride-32 map, another patch size) the student's tokens are made
-    a map, resampled bilinearly to the teacher's grid and flattened again."""
-    s_grid, t_grid = student.grid, teacher.grid
-    patches = student.patch_tokens
-    if s_grid == t_grid:
+def tokens_on_grid(patches: torch.Tensor, grid: tuple[int, int], target: tuple[int, int]) -> torch.Tensor:
+    """B×N×C patch tokens lying on ``grid`` moved to ``target``: untouched when the grids agree, else made a map,
+    resampled bilinearly and flattened again."""
+    if tuple(grid) == tuple(target):
         return patches
-    return map_to_tokens(resize_to(tokens_to_map(patches, s_grid), t_grid))
+    return map_to_tokens(resize_to(tokens_to_map(patches, grid), target))
+
+
+def student_patches_on_teacher_grid(student: SegOutput, teacher: SegOutput) -> torch.Tensor:
+    """The student's final patch tokens on the teacher's token grid, B×N_t×C_s (a CNN's stride-32 map or another
+    patch size resampled, see :func:`tokens_on_grid`)."""
+    return tokens_on_grid(student.patch_tokens, student.grid, teacher.grid)
 
 
 def random_token_mask(batch: int, tokens: int, ratio: float, device: torch.device | str = "cpu",

@@ -97,17 +97,24 @@ class Method(nn.Module):
         # The teacher is deliberately not a submodule: it never appears in parameters() or state_dict().
         object.__setattr__(self, "teacher", teacher)
         self.hp = self.resolve_hparams(hparams)
-        for role, model, kinds in (("student", student, self.student_kinds), ("teacher", teacher, self.teacher_kinds)):
-            kind = getattr(model.backbone, "kind", "?")
-            if kind not in kinds:
-                raise UserError(f"method {self.registered_name!r} does not support {kind} {role}s "
-                                f"(supports: {', '.join(sorted(kinds))})")
+        for role, model in (("student", student), ("teacher", teacher)):
+            problem = self.kind_problem(role, getattr(model.backbone, "kind", "?"))
+            if problem:
+                raise UserError(problem)
 
     @classmethod
     def description(cls) -> str:
         """The docstring's first paragraph, on one line."""
         paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
         return " ".join(line.strip() for line in paragraph.splitlines())
+
+    @classmethod
+    def kind_problem(cls, role: str, kind: str) -> str | None:
+        """Why this method cannot take a ``role`` ("student" or "teacher") backbone of ``kind``; ``None`` if it can."""
+        kinds = cls.student_kinds if role == "student" else cls.teacher_kinds
+        if kind in kinds:
+            return None
+        return f"method {cls.registered_name!r} does not support {kind} {role}s; it supports {', '.join(sorted(kinds))}"
 
     @classmethod
     def resolve_hparams(cls, overrides: Mapping[str, Any]) -> dict[str, Any]:

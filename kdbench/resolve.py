@@ -71,12 +71,10 @@ def check_compatible(methods: list[str], pairs: list[str]) -> None:
         cls = METHODS.get(method)
         for pair_name in pairs:
             pair = PAIRS.get(pair_name)
-            for role, model, kinds in (("student", pair.student, cls.student_kinds),
-                                       ("teacher", pair.teacher, cls.teacher_kinds)):
-                arch = MODELS.get(model).arch
-                if arch not in kinds:
-                    raise UserError(f"method {method!r} does not support {arch} {role}s (pair {pair_name!r} has "
-                                    f"{model}); it supports {', '.join(sorted(kinds))} {role}s")
+            for role, model in (("student", pair.student), ("teacher", pair.teacher)):
+                problem = cls.kind_problem(role, MODELS.get(model).arch)
+                if problem:
+                    raise UserError(f"{problem} (pair {pair_name!r} has {model})")
 
 
 def check_teacher_weights(cfg: Config, pairs: list[str]) -> None:

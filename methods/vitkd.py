@@ -7,7 +7,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from kdbench.distill import map_to_tokens, random_token_mask, resize_to, tokens_to_map
+from kdbench.distill import (
+    map_to_tokens,
+    random_token_mask,
+    student_patches_on_teacher_grid,
+    tokens_on_grid,
+    tokens_to_map,
+)
 from kdbench.errors import UserError
 from kdbench.method import Batch, Method, Stage
 from kdbench.models.segmentor import Segmentor, SegOutput
@@ -153,20 +159,14 @@ class ViTKD(Method):
                             "and tokens; the teacher gave none (is it a ViT?)")
         if student_out.blocks is None or student_out.tokens is None:
             raise UserError(f"method {self.registered_name or 'vitkd'!r} needs the student's transformer blocks")
-        s_grid, t_grid = student_out.grid, teacher_out.grid
+        t_grid = teacher_out.grid
         sp, tp = student_out.num_prefix, teacher_out.num_prefix
-
-        def on_teacher_grid(tokens: torch.Tensor) -> torch.Tensor:
-            patches = tokens[:, sp:]
-            if s_grid == t_grid:
-                return patches
-            return map_to_tokens(resize_to(tokens_to_map(patches, s_grid), t_grid))
-
-        shallow_s = [on_teacher_grid(student_out.blocks[i]) for i in range(SHALLOW_BLOCKS)]
+        shallow_s = [tokens_on_grid(student_out.blocks[i][:, sp:], student_out.grid, t_grid)
+                     for i in range(SHALLOW_BLOCKS)]
         shallow_t = [teacher_out.blocks[i][:, tp:] for i in range(SHALLOW_BLOCKS)]
         mimic = vitkd_mimic_loss(shallow_s, shallow_t, list(self.mimic_align), self.hp["alpha"])
 
-        deep_s, deep_t = on_teacher_grid(student_out.tokens), teacher_out.tokens[:, tp:]
+        deep_s, deep_t = student_patches_on_teacher_grid(student_out, teacher_out), teacher_out.patch_tokens
         b, n = deep_t.shape[:2]
         mask = random_token_mask(b, n, self.hp["mask_ratio"], device=deep_t.device)
         head = self.generation
