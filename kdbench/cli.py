@@ -51,7 +51,7 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, devi
     """Train and evaluate every (benchmark, pair, method, seed) of a suite; skip runs already done."""
     from kdbench.engine.runtime import resolve_runtime
     from kdbench.launch import expand, run_sweep
-    from kdbench.report import write_report
+    from kdbench.report.document import TABLE_FORMATS, write_report
     from kdbench.resolve import check_compatible, check_teacher_weights, check_writable, resolve_config, selections
 
     seed_list = None
@@ -75,11 +75,11 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, devi
                f"+ teacher rows = {len(jobs)} runs on {runtime.device_name} ({runtime.precision})")
     start = time.perf_counter()
     counts = run_sweep(jobs, cfg, suite_obj, runtime, out_dir, click.echo)
-    report = write_report(out_dir)
+    report = write_report(out_dir, formats=TABLE_FORMATS)
     click.echo(f"kdbench: {counts['done']} run(s) done, {counts['skipped']} skipped, {counts['failed']} failed "
                f"in {time.perf_counter() - start:.0f} s")
     click.echo(f"results: {out_dir.resolve()}")
-    click.echo(f"report:  {report.resolve()}")
+    click.echo(f"report:  {report.markdown.resolve()}  (tables only; `kdbench report {out_dir}` adds the plots)")
     if counts["failed"]:
         raise SystemExit(1)
 
@@ -87,14 +87,25 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, devi
 @cli.command()
 @click.argument("results_dir", type=click.Path(file_okay=False))
 @click.option("--out", help="Where to write the report (default: into RESULTS_DIR).")
+@click.option("--format", "formats", default="md,csv,tex,png,svg", show_default=True,
+              help="Comma-separated outputs: md (report.md), csv and tex (tables), png and svg (plots).")
+@click.option("--methods", help="Only these methods (comma-separated); the teacher and student-only rows stay.")
+@click.option("--pairs", help="Only these teacher->student pairs (comma-separated).")
+@click.option("--benchmarks", help="Only these benchmarks (comma-separated).")
 @user_errors
-def report(results_dir, out) -> None:
-    """Tables of in-domain vs out-of-domain mIoU from the run records under RESULTS_DIR."""
+def report(results_dir, out, formats, methods, pairs, benchmarks) -> None:
+    """Paper tables (Markdown, CSV, LaTeX), plots and report.md from the run records under RESULTS_DIR."""
     from kdbench.report import write_report
+    from kdbench.report.render import to_markdown
 
-    path = write_report(Path(results_dir), Path(out) if out else None)
-    click.echo(path.read_text())
-    click.echo(f"report: {path.resolve()}")
+    written = write_report(Path(results_dir), Path(out) if out else None, tuple(_csv(formats) or []),
+                           _csv(methods), _csv(pairs), _csv(benchmarks))
+    for _, table in written.tables:
+        setting = f" ({table.setting})" if table.setting else ""
+        click.echo(f"{table.suite}{setting}, {table.pair} ({table.pair_kind})\n{to_markdown(table)}\n")
+    click.echo(f"wrote {len(written.files)} file(s) under {(Path(out) if out else Path(results_dir)).resolve()}")
+    if written.markdown is not None:
+        click.echo(f"report: {written.markdown.resolve()}")
 
 
 @cli.command(name="list")

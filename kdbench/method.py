@@ -80,7 +80,8 @@ class Method(nn.Module):
     ``--set method.<name>.<key>=<value>``), ``teacher_taps`` (outputs the teacher must compute; empty means the
     teacher never runs), ``student_kinds`` and ``teacher_kinds`` (backbone kinds the method supports, checked before
     a sweep starts) and implement :meth:`loss`.
-    Multi-stage methods override :meth:`stages`.
+    Multi-stage methods override :meth:`stages`. An ablation names the method it ablates in ``ablation_of``, so the
+    report never counts it as that method's competitor ("best baseline").
     """
 
     registered_name: ClassVar[str] = ""
@@ -88,6 +89,7 @@ class Method(nn.Module):
     teacher_taps: ClassVar[frozenset[str]] = frozenset()
     student_kinds: ClassVar[frozenset[str]] = frozenset({"vit", "cnn"})
     teacher_kinds: ClassVar[frozenset[str]] = frozenset({"vit", "cnn"})
+    ablation_of: ClassVar[str | None] = None
     #: "F2F" or "F2L", set by the launcher before training (for schedules that differ by pair kind); "" if unknown
     pair_kind: str = ""
 

@@ -63,7 +63,8 @@ class RunDir:
 
 
 def load_records(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """All records of finished runs under ``root``, and the failed runs (path and reason).
+    """All records of finished runs under ``root`` (each with its ``run_path``), and the failed runs (path and
+    reason).
 
     Unreadable record lines are skipped with a warning naming the file and line.
     """
@@ -83,6 +84,7 @@ def load_records(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]
             except ValueError:
                 warnings.warn(f"{path}:{number}: unreadable record line skipped", stacklevel=2)
                 continue
+            record["run_path"] = str(marker.parent)
             records.append(record)
     for marker in sorted(Path(root).rglob(FAILED)):
         failures.append({"run": str(marker.parent), "reason": marker.read_text().strip()})

@@ -10,6 +10,7 @@ class GKDSingleStage(GKD):
     images, the student not frozen (no proxy stage, no separate task stage). The paper's ablation (DINOv2-B ->
     ViT-S, GTAV average mIoU) reports 48.8 against 54.1 for two-stage QSD."""
 
+    ablation_of = "gkd"
     single_stage = True
 
 
@@ -17,16 +18,19 @@ class GKDMSEHeads(GKD):
     """GKD with MSE heads: LN -> Linear projections instead of QSD, with GKD's two-stage schedule (the paper's
     "two-stage MSE" ablation: 53.1 against 54.1 for QSD)."""
 
+    ablation_of = "gkd"
     head_class = MSEHead
 
 
 class GKDNoMask(GKD):
     """GKD without L_mask: the masked second student pass and its head are dropped (``mask_weight=0``)."""
 
+    ablation_of = "gkd"
     defaults = {**GKD.defaults, "mask_weight": 0.0}
 
 
 class GKDNoCLS(GKD):
     """GKD without L_cls: the CLS-token term is dropped (``cls_weight=0``; the CLS still enters L_feat)."""
 
+    ablation_of = "gkd"
     defaults = {**GKD.defaults, "cls_weight": 0.0}

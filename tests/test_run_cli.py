@@ -87,10 +87,12 @@ def test_report_command_and_list(tmp_path):
     run("run", "--suite", "smoke", "--benchmarks", "rgb2irrg", "--pairs", "tiny-f2f", "--seeds", "0,1",
         "--out", str(out))
     result = run("report", str(out), "--out", str(tmp_path / "rep"))
-    assert "| method | in-domain | aerial-irrg | aerial-irrg-b | out-of-domain | seeds | train s |" in result.output
+    assert ("| method | aerial-irrg | aerial-irrg-b | rgb2irrg avg | rgb2irrg ID (aerial-rgb) | mean ID | mean OOD |"
+            in result.output)
     assert "±" in result.output
     assert (tmp_path / "rep" / "report.md").is_file()
-    assert list((tmp_path / "rep" / "tables").glob("*.csv"))
+    assert {p.suffix for p in (tmp_path / "rep" / "tables").iterdir()} == {".csv", ".tex"}
+    assert list((tmp_path / "rep" / "plots").glob("*.svg")) and list((tmp_path / "rep" / "plots").glob("*.png"))
     for what, expected in [("methods", "student-only"), ("suites", "synth5"), ("pairs", "F2L"),
                            ("benchmarks", "smoke/game2real"), ("domains", "aerial-irrg")]:
         assert expected in run("list", what).output

@@ -1,0 +1,5 @@
+"""``kdbench report``: paper tables, plots and ``report.md`` from run records (see ``document``)."""
+
+from kdbench.report.document import FORMATS, Report, write_report
+
+__all__ = ["FORMATS", "Report", "write_report"]

@@ -1,0 +1,246 @@
+"""``kdbench report``: paper tables (Markdown, CSV, LaTeX), plots (PNG, SVG) and ``report.md`` embedding them, from
+the run records under a results directory.
+
+Every figure and table caption names the suite, the evaluation protocol, the seeds, the device, the precision and
+the software versions the runs were made with. A messy results tree is reported as it is: missing cells are "–"
+and listed, failed runs are listed with their reasons, unreadable record lines are listed, and runs of different
+settings are never averaged together (``frames``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from kdbench.errors import UserError
+from kdbench.report import plots
+from kdbench.report.frames import (
+    STUDENT_ONLY,
+    TEACHER,
+    Results,
+    method_order,
+    missing_runs,
+    read_results,
+    run_scores,
+    suite_benchmark_order,
+    targets_by_benchmark,
+)
+from kdbench.report.render import to_csv, to_latex, to_markdown
+from kdbench.report.tables import PaperTable, best_baseline, paper_table
+from kdbench.results import atomic_write_text
+
+FORMATS = ("md", "csv", "tex", "png", "svg")
+TABLE_FORMATS = ("md", "csv", "tex")
+
+
+@dataclass
+class Report:
+    """What ``write_report`` wrote: ``report.md`` (``None`` unless "md" was asked for), every file, the tables."""
+
+    markdown: Path | None
+    files: list[Path] = field(default_factory=list)
+    tables: list[tuple[str, PaperTable]] = field(default_factory=list)
+
+
+def method_families() -> dict[str, str]:
+    """Each registered method's family: the method an ablation ablates, else itself."""
+    from kdbench.method import METHODS
+
+    families = {}
+    for name in METHODS.names():
+        try:
+            families[name] = METHODS.get(name).ablation_of or name
+        except UserError:  # a plugin that fails to load: it is its own family
+            families[name] = name
+    return families
+
+
+def _narrow(records: pd.DataFrame, option: str, column: str, wanted: list[str] | None, keep: tuple[str, ...] = ()
+            ) -> pd.DataFrame:
+    if not wanted:
+        return records
+    unknown = [w for w in wanted if w not in set(records[column])]
+    if unknown:
+        present = ", ".join(sorted(set(records[column]) - set(keep)))
+        raise UserError(f"--{option}: {', '.join(unknown)} not in these results; present: {present}")
+    return records[records[column].isin(set(wanted) | set(keep))]
+
+
+def _slug(suite: str, setting: str, *parts: str) -> str:
+    name = "-".join([suite, *parts])
+    if setting:
+        name += "-" + hashlib.sha256(setting.encode()).hexdigest()[:6]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _provenance(records: pd.DataFrame, scores: pd.DataFrame) -> str:
+    """Seeds, device, precision and versions of the runs behind one setting."""
+    paths = set(scores.run_path)
+    rows = records[records.run_path.isin(paths)]
+    seeds = sorted(set(scores[scores.method != TEACHER].seed)) or [0]
+    versions = sorted({", ".join(f"{k} {v}" for k, v in sorted(r.items())) for r in rows.versions
+                       if isinstance(r, dict)})
+    devices = sorted({f"{d} ({p})" for d, p in zip(rows.device, rows.precision, strict=True)})
+    presets = sorted(set(rows.get("preset", pd.Series(dtype=str)).dropna())) if "preset" in rows else []
+    parts = [f"seeds {', '.join(map(str, seeds))} ({len(seeds)})", f"device {'; '.join(devices)}",
+             f"versions {'; '.join(versions)}"]
+    if presets:
+        parts.insert(0, f"preset {', '.join(presets)}")
+    return "; ".join(parts)
+
+
+def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] = FORMATS,
+                 methods: list[str] | None = None, pairs: list[str] | None = None,
+                 benchmarks: list[str] | None = None) -> Report:
+    """Write the report of the runs under ``root`` into ``out`` (default: ``root``)."""
+    root = Path(root)
+    out = Path(out) if out else root
+    if not formats:
+        raise UserError(f"--format: choose at least one of {', '.join(FORMATS)}")
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise UserError(f"--format: unknown {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    results = read_results(root)
+    if results.records.empty:
+        raise UserError(f"no finished runs under {root}")
+    records = _narrow(results.records, "methods", "method", methods, keep=(TEACHER, STUDENT_ONLY))
+    records = _narrow(records, "pairs", "pair", pairs)
+    records = _narrow(records, "benchmarks", "benchmark", benchmarks)
+    scores = run_scores(records, method_families())
+    report = Report(out / "report.md" if "md" in formats else None)
+    lines = [f"# kdbench report: {root}", "",
+             f"{scores.run_path.nunique()} finished runs, {len(results.failures)} failed. mIoU (%) of the last "
+             "checkpoint, mean ± sample std over seeds (superscript n: a cell with fewer seeds than its row); "
+             "a target column is that domain's mIoU, *avg* the plain mean over a benchmark's targets (as the GKD "
+             "paper), *ID* the source domain's; *mean ID/OOD* average the benchmarks per seed first. Bold: the best "
+             "value of a column, the teacher aside. *Δ best baseline*: against the strongest other method, leaving "
+             "out student-only and the row's own ablations. *train s*: mean wall seconds of the method's training "
+             "stages per run (no shared pretraining, no evaluation).", ""]
+    for (suite, setting), per_setting in scores.groupby(["suite", "setting"], sort=False):
+        lines += _setting_section(suite, setting, per_setting, records, out, formats, report)
+    lines += _problems(results, records)
+    if report.markdown is not None:
+        atomic_write_text(report.markdown, "\n".join(lines))
+        report.files.append(report.markdown)
+    return report
+
+
+def _setting_section(suite: str, setting: str, scores: pd.DataFrame, records: pd.DataFrame, out: Path,
+                     formats: tuple[str, ...], report: Report) -> list[str]:
+    benchmarks = suite_benchmark_order(suite, list(dict.fromkeys(scores.benchmark)))
+    found = targets_by_benchmark(records, suite)
+    targets = {b: found[b] for b in benchmarks if b in found}
+    caption_rows = records[records.run_path.isin(set(scores.run_path))]
+    protocol = caption_rows.protocol_caption.iloc[0]
+    provenance = _provenance(records, scores)
+    heading = f"## Suite {suite}" + (f" ({setting})" if setting else "")
+    lines = [heading, "", f"Protocol {protocol}; {provenance}.", ""]
+    image_formats = [f for f in formats if f in ("png", "svg")]
+    shown = "png" if "png" in image_formats else (image_formats[0] if image_formats else None)
+    all_methods = method_order(list(scores.method.unique()))
+    if image_formats:
+        stem = out / "plots" / _slug(suite, setting, "id-ood")
+        written = plots.id_ood_scatter(scores, benchmarks, all_methods, stem, image_formats,
+                                       f"{suite}: in-domain vs out-of-domain mIoU")
+        report.files += written
+        if written and shown:
+            lines += [f"![in-domain vs out-of-domain]({_rel(stem, out, shown)})", "",
+                      f"*In-domain vs mean out-of-domain mIoU over {', '.join(benchmarks)}, one point per method "
+                      "and pair, error bars: std over seeds.*", ""]
+    for (pair, kind), per_pair in scores.groupby(["pair", "pair_kind"], sort=False):
+        table = paper_table(per_pair, benchmarks, targets)
+        report.tables.append((heading, table))
+        first = records[(records.run_path.isin(set(per_pair.run_path))) & (records.method != TEACHER)]
+        student = first.student.iloc[0] if len(first) else "?"
+        teacher = records[records.run_path.isin(set(per_pair.run_path))].teacher.iloc[0]
+        caption = (f"{suite}, pair {pair} ({kind}: {teacher} -> {student}), mIoU (%). Protocol {protocol}; "
+                   f"{provenance}.")
+        name = _slug(suite, setting, pair)
+        lines += [f"### {pair} ({kind}): {teacher} → {student}", "", f"*{caption}*", ""]
+        if "md" in formats:
+            lines += [to_markdown(table), ""]
+        for fmt, text in (("csv", lambda t=table: to_csv(t)),
+                          ("tex", lambda t=table, c=caption, n=name: to_latex(t, c, f"tab:{n}"))):
+            if fmt in formats:
+                path = out / "tables" / f"{name}.{fmt}"
+                atomic_write_text(path, text())
+                report.files.append(path)
+        links = [f"[{fmt.upper()}]({_rel(out / 'tables' / name, out, fmt)})" for fmt in ("csv", "tex")
+                 if fmt in formats]
+        if links:
+            lines += ["Table as " + ", ".join(links) + ".", ""]
+        lines += _findings(table)
+        if image_formats:
+            lines += _pair_plots(per_pair, benchmarks, targets, all_methods, out, name, image_formats, shown,
+                                 f"{suite} {pair} ({kind})", report)
+        missing = missing_runs(per_pair, benchmarks)
+        if missing:
+            lines += [f"Missing runs (cells shown as –): {'; '.join(missing)}.", ""]
+    return lines
+
+
+def _findings(table: PaperTable) -> list[str]:
+    """One sentence per pair: which method leads on mean OOD, by how much over the best other family."""
+    ood = [c.name for c in table.columns].index("mean OOD")
+    ranked = sorted(((r.cells[ood].mean, r.method) for r in table.rows
+                     if r.method != TEACHER and r.cells[ood].mean is not None), reverse=True)
+    if not ranked:
+        return []
+    top_score, top = ranked[0]
+    rival = best_baseline(table, top)
+    text = f"Best mean OOD: {top} ({top_score:.1f})"
+    if rival:
+        rival_score = next(r.cells[ood].mean for r in table.rows if r.method == rival)
+        text += f", {top_score - rival_score:+.1f} over the best other method, {rival} ({rival_score:.1f})"
+    return [text + ".", ""]
+
+
+def _pair_plots(scores: pd.DataFrame, benchmarks: list[str], targets: dict[str, list[str]], methods: list[str],
+                out: Path, name: str, formats: list[str], shown: str | None, title: str, report: Report
+                ) -> list[str]:
+    lines = []
+    figures = [("radar", plots.radar, "Radar over every target domain (mean over seeds)"),
+               ("bars", plots.target_bars, "mIoU per target domain and benchmark average, error bars: std over "
+                "seeds")]
+    for kind, draw, caption in figures:
+        stem = out / "plots" / f"{name}-{kind}"
+        written = draw(scores, targets, methods, stem, formats, f"{title}: {kind}")
+        report.files += written
+        if written and shown:
+            lines += [f"![{kind}]({_rel(stem, out, shown)})", "", f"*{title}: {caption}.*", ""]
+    curves = []
+    for method in method_order(list(scores.method.unique())):
+        if method == TEACHER:
+            continue
+        stem = out / "plots" / "loss" / f"{name}-{_slug(method, '')}"
+        written = plots.loss_curves(scores[scores.method == method], benchmarks, stem, formats,
+                                    f"{title}: {method} training loss")
+        report.files += written
+        if written and shown:
+            curves.append(f"[{method}]({_rel(stem, out, shown)})")
+    if curves:
+        lines += ["Training-loss curves (every logged term, each seed): " + ", ".join(curves) + ".", ""]
+    return lines
+
+
+def _rel(stem: Path, out: Path, fmt: str) -> str:
+    return stem.with_suffix(f".{fmt}").relative_to(out).as_posix()
+
+
+def _problems(results: Results, records: pd.DataFrame) -> list[str]:
+    lines = []
+    if "teacher_digest" in records:
+        mixed = records.dropna(subset=["teacher_digest"]).groupby(["suite", "benchmark", "pair"]).teacher_digest
+        for (suite, bench, pair), count in mixed.nunique().items():
+            if count > 1:
+                lines += [f"Warning: {suite} {bench} {pair} mixes runs made with {count} different teacher weights "
+                          "(`teacher_digest` in the records); their rows are not comparable.", ""]
+    if results.failures:
+        lines += ["## Failed runs", ""] + [f"- `{f['run']}`: {f['reason']}" for f in results.failures] + [""]
+    if results.skipped_lines:
+        lines += ["## Skipped record lines", ""] + [f"- {s}" for s in results.skipped_lines] + [""]
+    return lines

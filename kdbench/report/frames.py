@@ -1,0 +1,207 @@
+"""From run directories to one row per run: the frames every table and plot of the report is built from.
+
+A results tree may be messy: unfinished sweeps, failed runs, unreadable record lines, runs of different suites or
+schedules side by side, one method run with two hyper-parameter sets. This module sorts that out once:
+
+- runs are grouped by **setting** (suite, evaluation protocol and every data/eval/pretrain/train value of the run
+  config); runs of different settings are never averaged together, each setting gets its own tables, labelled by
+  the config values that tell it apart;
+- a method run with several hyper-parameter sets in one setting becomes several rows, labelled by the values that
+  differ (``cwd (temperature=2.0)``);
+- the teacher row joins every setting whose data, evaluation and pretraining it shares.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from kdbench.errors import UserError
+from kdbench.results import CONFIG, load_records
+
+TEACHER, STUDENT_ONLY = "teacher", "student-only"
+SHARED_SECTIONS = ("data", "eval", "pretrain")
+
+
+@dataclass
+class Results:
+    """Everything read from a results tree."""
+
+    records: pd.DataFrame
+    failures: list[dict[str, str]]
+    skipped_lines: list[str] = field(default_factory=list)
+
+
+def read_results(root: Path) -> Results:
+    """Load every finished run's records under ``root``, each annotated with its run directory and run config."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"results directory {root} does not exist")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records, failures = load_records(root)
+    skipped = [str(w.message) for w in caught]
+    configs: dict[str, dict[str, Any]] = {}
+    for record in records:
+        path = record["run_path"]
+        if path not in configs:
+            configs[path] = _run_identity(Path(path))
+        record["identity"] = configs[path]
+    return Results(pd.DataFrame.from_records(records), failures, skipped)
+
+
+def _run_identity(run: Path) -> dict[str, Any]:
+    try:
+        identity = (yaml.safe_load((run / CONFIG).read_text()) or {}).get("identity", {})
+    except (OSError, yaml.YAMLError):
+        identity = {}
+    return identity if isinstance(identity, dict) else {}
+
+
+def _flatten(identity: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:
+    flat = {}
+    for section in sections:
+        for key, value in (identity.get(section) or {}).items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def _differing(items: list[dict[str, Any]]) -> list[str]:
+    keys = sorted(set().union(*items)) if items else []
+    return [k for k in keys if len({json.dumps(i.get(k), sort_keys=True, default=str) for i in items}) > 1]
+
+
+def _label(values: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{k}={values.get(k, '–')}" for k in keys)
+
+
+def _key(values: dict[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def run_scores(records: pd.DataFrame, family: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per run and setting: in-domain mIoU, each target's mIoU, their plain mean (as the paper), and how
+    long the method's stages trained. Columns: suite, setting, benchmark, source, pair, pair_kind, method (display
+    label), family (base method), seed, in-domain, out-of-domain, one per target domain, train_s, run_path,
+    teacher_digest, device, precision."""
+    family = family or {}
+    runs = []
+    for path, group in records.groupby("run_path", sort=False):
+        first = group.iloc[0]
+        identity = first.identity if isinstance(first.identity, dict) else {}
+        shared = {"suite": first.suite, "protocol": first.protocol, **_flatten(identity, SHARED_SECTIONS)}
+        train = _flatten(identity, ("train",)) if first.method != TEACHER else None
+        source = group[group.role == "source"]
+        targets = group[group.role == "target"]
+        row = {"suite": first.suite, "benchmark": first.benchmark,
+               "source": source.domain.iloc[0] if len(source) else "?", "pair": first.pair,
+               "pair_kind": first.get("pair_kind", ""), "method": first.method,
+               "family": family.get(first.method, first.method), "seed": int(first.seed),
+               "in-domain": float(source.miou.iloc[0]) if len(source) else float("nan"),
+               "out-of-domain": float(targets.miou.mean()) if len(targets) else float("nan"),
+               "train_s": _train_seconds(first.get("stages")), "run_path": path,
+               "teacher_digest": first.get("teacher_digest"), "device": first.get("device"),
+               "precision": first.get("precision"), "_shared": shared, "_train": train,
+               "_hparams": first.hparams if isinstance(first.hparams, dict) else {}}
+        row.update({r.domain: float(r.miou) for r in targets.itertuples()})
+        runs.append(row)
+    if not runs:
+        return pd.DataFrame()
+    return _label_methods(_assign_settings(runs))
+
+
+def _train_seconds(stages: Any) -> float:
+    if not isinstance(stages, list):
+        return float("nan")
+    return float(sum(st.get("wall_s", 0.0) for st in stages))
+
+
+def _assign_settings(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every run its setting label; copy each teacher run into every student setting it matches."""
+    out = []
+    for suite in dict.fromkeys(r["suite"] for r in runs):
+        suite_runs = [r for r in runs if r["suite"] == suite]
+        settings: dict[str, tuple[dict[str, Any], str]] = {}  # key -> (all values, key of the shared part)
+        for run in suite_runs:
+            if run["_train"] is not None:
+                settings[_key({**run["_shared"], **run["_train"]})] = ({**run["_shared"], **run["_train"]},
+                                                                      _key(run["_shared"]))
+        covered = {shared for _, shared in settings.values()}
+        for run in suite_runs:
+            if run["_train"] is None and _key(run["_shared"]) not in covered:
+                settings[_key(run["_shared"])] = (run["_shared"], _key(run["_shared"]))
+        keys = _differing([values for values, _ in settings.values()])
+        labels = {k: _label(values, keys) for k, (values, _) in settings.items()}
+        for run in suite_runs:
+            if run["_train"] is not None:
+                out.append({**run, "setting": labels[_key({**run["_shared"], **run["_train"]})]})
+            else:
+                out.extend({**run, "setting": labels[k]} for k, (_, shared) in settings.items()
+                           if shared == _key(run["_shared"]))
+    return out
+
+
+def _label_methods(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """A method run with more than one hyper-parameter set in a setting gets one row per set, named by the values
+    that differ."""
+    frame = pd.DataFrame(runs)
+    labels = []
+    variants = {}
+    for (suite, setting, method), group in frame.groupby(["suite", "setting", "method"], sort=False):
+        sets = {_key(h): h for h in group._hparams}
+        keys = _differing(list(sets.values()))
+        variants[(suite, setting, method)] = {k: (f"{method} ({_label(h, keys)})" if keys else method)
+                                              for k, h in sets.items()}
+    for suite, setting, method, hparams in zip(frame.suite, frame.setting, frame.method, frame._hparams, strict=True):
+        labels.append(variants[(suite, setting, method)][_key(hparams)])
+    frame["method"] = labels
+    return frame.drop(columns=["_shared", "_train", "_hparams"])
+
+
+def method_order(methods: list[str]) -> list[str]:
+    """Teacher, student-only, then the rest alphabetically (an ablation sorts beside the method it ablates)."""
+    first = [m for m in (TEACHER, STUDENT_ONLY) if m in methods]
+    return first + sorted(m for m in methods if m not in first)
+
+
+def missing_runs(scores: pd.DataFrame, benchmarks: list[str]) -> list[str]:
+    """The (method, benchmark, seed) cells of one (suite, setting, pair) that some other cell implies should exist:
+    every method on every benchmark of the suite with every seed used by any method."""
+    students = scores[scores.method != TEACHER]
+    seeds = sorted(set(students.seed))
+    lines = []
+    for method in method_order(list(students.method.unique())):
+        runs = students[students.method == method]
+        for bench in benchmarks:
+            have = set(runs[runs.benchmark == bench].seed)
+            lacking = [s for s in seeds if s not in have]
+            if lacking:
+                lines.append(f"{method} on {bench}: seed{'s' if len(lacking) > 1 else ''} "
+                             f"{', '.join(map(str, lacking))}")
+    if benchmarks and not scores[scores.method == TEACHER].empty:
+        done = set(scores[scores.method == TEACHER].benchmark)
+        lines += [f"teacher on {b}" for b in benchmarks if b not in done]
+    return lines
+
+
+def targets_by_benchmark(records: pd.DataFrame, suite: str) -> dict[str, list[str]]:
+    """Each benchmark's target domains, in the order the records list them."""
+    rows = records[(records.suite == suite) & (records.role == "target")]
+    return {b: list(dict.fromkeys(g.domain)) for b, g in rows.groupby("benchmark", sort=False)}
+
+
+def suite_benchmark_order(suite: str, benchmarks: list[str]) -> list[str]:
+    """``benchmarks`` in the order the suite declares them, where the suite is known; else as found."""
+    from kdbench.suite import load_suite
+
+    try:
+        order = list(load_suite(suite).benchmarks)
+    except (UserError, OSError):
+        return benchmarks
+    return sorted(benchmarks, key=lambda b: order.index(b) if b in order else len(order))
