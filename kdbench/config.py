@@ -33,6 +33,7 @@ class TrainConfig:
     amp: str = "auto"
     threads: int = 0
     log_every: int = 10
+    checkpoint_every: int = 100
 
 
 @dataclass

@@ -26,6 +26,7 @@ from kdbench.data.domains import get_domain
 from kdbench.data.loaders import StageData
 from kdbench.data.synthetic import Split, make_split
 from kdbench.engine.evaluator import Protocol, evaluate, get_protocol
+from kdbench.engine.resume import RunCheckpoint
 from kdbench.engine.runtime import Runtime, seed_everything
 from kdbench.engine.trainer import TrainingError, train_method
 from kdbench.errors import UserError
@@ -66,6 +67,10 @@ def expand(cfg: Config, suite: Suite, benchmarks: list[str], pairs: list[str], m
     return jobs
 
 
+#: train settings that change how a run is carried out, never its result
+NOT_IDENTITY = ("threads", "log_every", "checkpoint_every")
+
+
 def run_identity(job: Job, cfg: Config, suite: Suite) -> dict[str, Any]:
     """Everything that determines a run's result (and nothing else: not the output folder, not the device)."""
     identity = {"suite": suite.name, "benchmark": job.benchmark.name, "source": job.benchmark.source,
@@ -74,7 +79,7 @@ def run_identity(job: Job, cfg: Config, suite: Suite) -> dict[str, Any]:
                 "data": vars(cfg.data), "eval": vars(cfg.eval), "pretrain": {
                     k: v for k, v in vars(cfg.pretrain).items() if k != "cache_dir"}}
     if job.method != TEACHER:
-        identity["train"] = {k: v for k, v in vars(cfg.train).items() if k not in ("threads", "log_every")}
+        identity["train"] = {k: v for k, v in vars(cfg.train).items() if k not in NOT_IDENTITY}
     files = _file_digests({**{f"method.{k}": v for k, v in job.hparams.items()},
                            "pretrain.teacher_weights": cfg.pretrain.teacher_weights})
     if files:
@@ -160,7 +165,9 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir) -> list[dict[str, 
                         rd.path / f"stage-{stage.name}.pt")
 
         results = train_method(method, lambda st: data.batches(st.data, cfg.train.batch_size, job.seed), cfg.train,
-                               ws.runtime, log=rd.log_metrics, on_stage_end=save_stage)
+                               ws.runtime, log=rd.log_metrics, on_stage_end=save_stage,
+                               checkpoint=RunCheckpoint(rd.path, cfg.train.checkpoint_every),
+                               metrics_lines=rd.metrics_count)
         info = {"train_steps": sum(r.steps for r in results),
                 "stages": [{"name": r.name, "steps": r.steps, "wall_s": round(r.wall_s, 2)} for r in results],
                 "extra_params": method.extra_parameter_count()}
@@ -212,7 +219,12 @@ def run_sweep(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out:
             counts["skipped"] += 1
             echo(f"{prefix} {job.label}: already done, skipped ({rd.path})")
             continue
-        rd.start({"identity": run_identity(job, cfg, suite), "config": cfg.to_dict()})
+        point = RunCheckpoint(rd.path, cfg.train.checkpoint_every).load() if job.method != TEACHER else None
+        if point is None:
+            rd.start({"identity": run_identity(job, cfg, suite), "config": cfg.to_dict()})
+        else:
+            rd.truncate_metrics(point.state["metrics_lines"])
+            echo(f"{prefix} {job.label}: resuming an interrupted run at stage {point.stage + 1}, step {point.step}")
         try:
             records = execute(job, cfg, ws, rd)
         except (TrainingError, UserError) as exc:  # this run cannot go on (e.g. a file that does not fit)

@@ -2,8 +2,9 @@
 
 One directory per run holds ``config.yaml`` (the resolved run config), ``metrics.jsonl`` (the training log: one
 line per logged step with every named loss term), ``records.jsonl`` (one JSON record per evaluated domain) and a
-``done`` marker written last. A run directory without ``done`` is unfinished and is redone from the start; one
-with a ``failed`` file holds the reason it failed. Every file is written atomically (temporary file, rename).
+``done`` marker written last. A run directory without ``done`` is unfinished: it is resumed from its ``resume.pt``
+where there is one, else redone from the start; one with a ``failed`` file holds the reason it failed. Every file
+is written atomically (temporary file, rename); ``metrics.jsonl`` is appended a whole line at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import yaml
 
 DONE, FAILED, RECORDS, METRICS, CONFIG = "done", "failed", "records.jsonl", "metrics.jsonl", "config.yaml"
+RESUME = "resume.pt"  # an interrupted run's training state (kdbench.engine.resume)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -46,9 +48,21 @@ class RunDir:
     def start(self, config: dict[str, Any]) -> None:
         """Begin (or begin again) a run: stale outputs of an unfinished attempt are removed first."""
         self.path.mkdir(parents=True, exist_ok=True)
-        for name in (RECORDS, METRICS, FAILED):
+        for name in (RECORDS, METRICS, FAILED, RESUME):
             (self.path / name).unlink(missing_ok=True)
         atomic_write_text(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+    def metrics_count(self) -> int:
+        path = self.path / METRICS
+        return len(path.read_text().splitlines()) if path.is_file() else 0
+
+    def truncate_metrics(self, lines: int) -> None:
+        """Keep the first ``lines`` log lines: those logged after the state a resumed run goes on from are logged
+        again by it (a line cut short by a crash goes too)."""
+        path = self.path / METRICS
+        if path.is_file():
+            kept = path.read_text().splitlines()[:lines]
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def log_metrics(self, row: dict[str, Any]) -> None:
         with open(self.path / METRICS, "a") as f:
@@ -57,9 +71,11 @@ class RunDir:
     def finish(self, records: list[dict[str, Any]]) -> None:
         atomic_write_text(self.path / RECORDS, "".join(json.dumps(r) + "\n" for r in records))
         atomic_write_text(self.path / DONE, "")
+        (self.path / RESUME).unlink(missing_ok=True)
 
     def fail(self, reason: str) -> None:
         atomic_write_text(self.path / FAILED, reason.strip() + "\n")
+        (self.path / RESUME).unlink(missing_ok=True)
 
 
 def load_records(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -21,22 +21,53 @@ class StageData:
     def __init__(self, train: Split, scene: str, image_size: int, device: torch.device):
         self.train, self.scene, self.image_size, self.device = train, scene, image_size, device
 
-    def batches(self, kind: str, batch_size: int, seed: int) -> Iterator[Batch]:
+    def batches(self, kind: str, batch_size: int, seed: int) -> BatchStream:
+        return BatchStream(self, kind, batch_size, seed)
+
+
+class BatchStream:
+    """An endless iterator of one stage's batches whose position can be saved and restored (``state_dict``), so a
+    run resumed after a crash sees exactly the batches it would have seen."""
+
+    def __init__(self, data: StageData, kind: str, batch_size: int, seed: int):
+        self.data, self.kind, self.batch_size = data, kind, batch_size
+        self.proxy = None
         if kind == "proxy":
-            stream = PretrainStream("proxy", (self.scene,), self.image_size, batch_size, seed=stable_seed(seed, kind))
-            while True:
-                images, _ = stream.next_batch()
-                yield Batch(images=to_float(images).to(self.device))
-        with_labels = kind == "source"
-        gen = torch.Generator().manual_seed(stable_seed("source-order", seed))
-        n = len(self.train)
-        while True:
-            order = torch.randperm(n, generator=gen)
-            for start in range(0, n - batch_size + 1, batch_size):
-                idx = order[start:start + batch_size]
-                images, labels = self.train.images[idx], self.train.labels[idx]
-                flip = torch.rand(batch_size, generator=gen) < 0.5
-                images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-                labels = torch.where(flip.view(-1, 1, 1), labels.flip(-1), labels)
-                yield Batch(images=to_float(images).to(self.device),
-                            labels=labels.long().to(self.device) if with_labels else None)
+            self.proxy = PretrainStream("proxy", (data.scene,), data.image_size, batch_size,
+                                        seed=stable_seed(seed, kind))
+        self.gen = torch.Generator().manual_seed(stable_seed("source-order", seed))
+        self.order: torch.Tensor | None = None
+        self.position = 0
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> Batch:
+        device = self.data.device
+        if self.proxy is not None:
+            images, _ = self.proxy.next_batch()
+            return Batch(images=to_float(images).to(device))
+        n, size = len(self.data.train), self.batch_size
+        if self.order is None or self.position + size > n:
+            self.order, self.position = torch.randperm(n, generator=self.gen), 0
+        idx = self.order[self.position:self.position + size]
+        self.position += size
+        images, labels = self.data.train.images[idx], self.data.train.labels[idx]
+        flip = torch.rand(size, generator=self.gen) < 0.5
+        images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+        labels = torch.where(flip.view(-1, 1, 1), labels.flip(-1), labels)
+        return Batch(images=to_float(images).to(device),
+                     labels=labels.long().to(device) if self.kind == "source" else None)
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"gen": self.gen.get_state(), "order": self.order, "position": self.position}
+        if self.proxy is not None:
+            state["proxy"] = {"rng": self.proxy.rng.bit_generator.state, "gen": self.proxy.gen.get_state()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        self.order, self.position = state["order"], state["position"]
+        if self.proxy is not None:
+            self.proxy.rng.bit_generator.state = state["proxy"]["rng"]
+            self.proxy.gen.set_state(state["proxy"]["gen"])

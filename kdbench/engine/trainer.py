@@ -5,19 +5,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from kdbench.config import TrainConfig
+from kdbench.data.loaders import BatchStream
 from kdbench.engine.optim import lr_factor, make_optimizer, param_groups
+from kdbench.engine.resume import RunCheckpoint, set_rng_state
 from kdbench.engine.runtime import Runtime
 from kdbench.method import Batch, Method, Stage
 from kdbench.models.segmentor import SegOutput
 
 StepFn = Callable[[Batch], dict[str, torch.Tensor]]
 LogFn = Callable[[dict], None]
+AfterStep = Callable[[int, torch.optim.Optimizer, torch.amp.GradScaler], None]
 
 
 class TrainingError(RuntimeError):
@@ -33,13 +37,20 @@ class StageResult:
 
 
 def train_steps(step_fn: StepFn, groups: list[dict], batches: Iterator[Batch], steps: int, cfg: TrainConfig,
-                runtime: Runtime, desc: str, log: LogFn | None = None) -> dict[str, float]:
-    """Run ``steps`` optimiser steps: warm-up + schedule, autocast, gradient clipping, named-loss logging."""
+                runtime: Runtime, desc: str, log: LogFn | None = None, start: int = 0,
+                resume_state: dict[str, Any] | None = None, after_step: AfterStep | None = None
+                ) -> dict[str, float]:
+    """Run optimiser steps ``start`` .. ``steps - 1``: warm-up + schedule, autocast, gradient clipping, named-loss
+    logging. ``resume_state`` restores the optimiser and scaler of an interrupted run; ``after_step(done,
+    optimizer, scaler)`` runs after every step (the checkpoint hook)."""
     optimizer = make_optimizer(groups)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scaler.load_state_dict(resume_state["scaler"])
     params = [p for g in groups for p in g["params"]]
     last: dict[str, float] = {}
-    for step in tqdm(range(steps), desc=desc, leave=False, disable=None):
+    for step in tqdm(range(start, steps), desc=desc, leave=False, disable=None, initial=start, total=steps):
         factor = lr_factor(step, steps, cfg.warmup, cfg.schedule)
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
@@ -61,6 +72,8 @@ def train_steps(step_fn: StepFn, groups: list[dict], batches: Iterator[Batch], s
             last = {k: round(float(v.detach()), 6) for k, v in terms.items()}
             log({"stage": desc, "step": step, "lr": optimizer.param_groups[0]["lr"],
                  "loss": round(float(loss.detach()), 6), **{f"loss/{k}": v for k, v in last.items()}})
+        if after_step is not None:
+            after_step(step + 1, optimizer, scaler)
     return last
 
 
@@ -119,26 +132,58 @@ def stage_groups(method: Method, stage: Stage, cfg: TrainConfig) -> list[dict]:
     return param_groups(named, cfg.weight_decay)
 
 
-def train_method(method: Method, batches_for: Callable[[Stage], Iterator[Batch]], cfg: TrainConfig,
+def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cfg: TrainConfig,
                  runtime: Runtime, log: LogFn | None = None,
-                 on_stage_end: Callable[[Stage], None] | None = None) -> list[StageResult]:
+                 on_stage_end: Callable[[Stage], None] | None = None,
+                 checkpoint: RunCheckpoint | None = None, metrics_lines: Callable[[], int] | None = None
+                 ) -> list[StageResult]:
     """Run every stage of ``method``. The teacher stays frozen in eval mode and runs under inference mode, and
-    only when the stage uses it."""
+    only when the stage uses it. With ``checkpoint``, the whole training state is saved every
+    ``checkpoint.every`` steps and at each stage end, and a saved state found there is resumed from
+    (``kdbench.engine.resume``); ``metrics_lines`` counts the log lines written so far."""
     teacher = method.teacher
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    results = []
-    for stage in method.stages():
+    point = checkpoint.load() if checkpoint is not None else None
+    results: list[StageResult] = []
+    if point is not None:
+        method.load_state_dict(point.state["method"])
+        results = [StageResult(**r) for r in point.state["results"]]
+    for index, stage in enumerate(method.stages()):
+        if point is not None and index < point.stage:
+            continue
         set_trainable(method, stage)
         groups = stage_groups(method, stage, cfg)
         if not groups:
             raise TrainingError(f"stage {stage.name!r} of {method.registered_name!r} has nothing to train")
         steps = stage.steps if stage.steps is not None else cfg.steps
-        start = time.perf_counter()
-        last = train_steps(method_step(method, stage), groups, batches_for(stage), steps, cfg, runtime, stage.name,
-                           log)
-        results.append(StageResult(stage.name, steps, time.perf_counter() - start, last))
+        batches = batches_for(stage)
+        start, resume_state, elapsed = 0, None, 0.0
+        if point is not None and index == point.stage:
+            start, elapsed = point.step, point.state["elapsed"]
+            if point.step > 0:
+                resume_state = point.state
+                batches.load_state_dict(point.state["data"])
+            set_rng_state(point.state["rng"])
+        began = time.perf_counter() - elapsed
+
+        def save(done: int, optimizer, scaler, index=index, batches=batches, began=began, steps=steps) -> None:
+            if checkpoint is not None and checkpoint.due(done, steps):
+                checkpoint.save({"stage": index, "step": done, "method": method.state_dict(),
+                                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                                 "data": batches.state_dict(), "results": [vars(r) for r in results],
+                                 "elapsed": time.perf_counter() - began,
+                                 "metrics_lines": metrics_lines() if metrics_lines else 0})
+
+        last = train_steps(method_step(method, stage), groups, batches, steps, cfg, runtime, stage.name, log,
+                           start, resume_state, save)
+        results.append(StageResult(stage.name, steps, time.perf_counter() - began, last))
         if on_stage_end is not None:
             on_stage_end(stage)
+        if checkpoint is not None:
+            checkpoint.save({"stage": index + 1, "step": 0, "method": method.state_dict(),
+                             "results": [vars(r) for r in results], "elapsed": 0.0,
+                             "metrics_lines": metrics_lines() if metrics_lines else 0})
+        point = None
     return results
