@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +25,25 @@ def user_errors(fn):
             raise click.ClickException(" ".join(str(exc).split())) from None
 
     return wrapper
+
+
+def _silent(_: str) -> None:
+    """The echo of processes other than rank 0."""
+
+
+def _torchrun(nproc: int) -> int:
+    """Run this same command under torchrun on ``nproc`` processes of this machine; its exit status."""
+    args = list(sys.argv[1:])
+    for i, arg in enumerate(args):
+        if arg == "--nproc":
+            del args[i:i + 2]
+            break
+        if arg.startswith("--nproc="):
+            del args[i]
+            break
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "kdbench", *args]
+    return subprocess.run(command, check=False).returncode
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -46,9 +68,12 @@ def cli() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: auto (a GPU if there is one).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. train.steps=500 or method.kd.temperature=2. Repeatable.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train each run on this many processes (DDP through torchrun; one GPU each on GPUs).")
 @user_errors
-def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, device, sets) -> None:
+def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, device, sets, nproc) -> None:
     """Train and evaluate every (benchmark, pair, method, seed) of a suite; skip runs already done."""
+    from kdbench.engine.distributed import DistInfo, check_batch, init_from_env
     from kdbench.engine.runtime import resolve_runtime
     from kdbench.launch import expand, run_sweep
     from kdbench.report.document import TABLE_FORMATS, write_report
@@ -63,18 +88,27 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, devi
     options = {"suite": suite, "methods": _csv(methods), "pairs": _csv(pairs), "benchmarks": _csv(benchmarks),
                "seeds": seed_list, "preset": preset, "out": out, "device": device}
     cfg, suite_obj = resolve_config(config_file, options, sets)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        check_batch(cfg.train.batch_size, DistInfo(world=nproc))
+        raise SystemExit(_torchrun(nproc))
     bench_names, pair_names, method_names = selections(cfg, suite_obj)
     runtime = resolve_runtime(cfg.device, cfg.train.amp, cfg.train.threads)
+    info = init_from_env(runtime.device.type)
+    check_batch(cfg.train.batch_size, info)
+    echo = click.echo if info.is_main else _silent
     check_compatible(method_names, pair_names)
     check_teacher_weights(cfg, pair_names)
     out_dir = Path(cfg.out)
     check_writable(out_dir)
     jobs = expand(cfg, suite_obj, bench_names, pair_names, method_names)
-    click.echo(f"kdbench: suite {suite_obj.name} ({cfg.preset}), {len(bench_names)} benchmark(s) × "
-               f"{len(pair_names)} pair(s) × {len(method_names)} method(s) × {len(cfg.seeds)} seed(s) "
-               f"+ teacher rows = {len(jobs)} runs on {runtime.device_name} ({runtime.precision})")
+    processes = f" × {info.world} processes" if info.enabled else ""
+    echo(f"kdbench: suite {suite_obj.name} ({cfg.preset}), {len(bench_names)} benchmark(s) × "
+         f"{len(pair_names)} pair(s) × {len(method_names)} method(s) × {len(cfg.seeds)} seed(s) "
+         f"+ teacher rows = {len(jobs)} runs on {runtime.device_name}{processes} ({runtime.precision})")
     start = time.perf_counter()
-    counts = run_sweep(jobs, cfg, suite_obj, runtime, out_dir, click.echo)
+    counts = run_sweep(jobs, cfg, suite_obj, runtime, out_dir, echo)
+    if not info.is_main:
+        return
     report = write_report(out_dir, formats=TABLE_FORMATS)
     click.echo(f"kdbench: {counts['done']} run(s) done, {counts['skipped']} skipped, {counts['failed']} failed "
                f"in {time.perf_counter() - start:.0f} s")

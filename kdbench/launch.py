@@ -25,6 +25,7 @@ from kdbench.config import Config
 from kdbench.data.domains import get_domain
 from kdbench.data.loaders import StageData
 from kdbench.data.synthetic import Split, make_split
+from kdbench.engine.distributed import barrier, current, main_process_first
 from kdbench.engine.evaluator import Protocol, evaluate, get_protocol
 from kdbench.engine.resume import RunCheckpoint
 from kdbench.engine.runtime import Runtime, seed_everything
@@ -141,19 +142,22 @@ class Workspace:
 
 
 def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir) -> list[dict[str, Any]]:
-    """Train (unless it is the teacher row) and evaluate one run; return its records."""
+    """Train (unless it is the teacher row) and evaluate one run; return its records (none on ranks > 0)."""
+    ranks = current()
     seed_everything(job.seed)
     start = time.perf_counter()
     if ws.runtime.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ws.runtime.device)
     bench = job.benchmark
     source = get_domain(bench.source)
-    teacher = ws.teacher(job.pair, bench.source)
+    with main_process_first():
+        teacher = ws.teacher(job.pair, bench.source)
     info: dict[str, Any] = {"train_steps": 0, "stages": []}
     if job.method == TEACHER:
         model, prepare = teacher, time.perf_counter() - start
     else:
-        student = ws.student(job.pair, len(source.classes), job.seed)
+        with main_process_first():
+            student = ws.student(job.pair, len(source.classes), job.seed)
         prepare = time.perf_counter() - start  # shared, cached work (pretraining), not the method's cost
         method: Method = METHODS.get(job.method)(teacher, student, **job.hparams).to(ws.runtime.device)
         method.pair_kind = job.pair.kind
@@ -165,14 +169,17 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir) -> list[dict[str, 
                         rd.path / f"stage-{stage.name}.pt")
 
         results = train_method(method, lambda st: data.batches(st.data, cfg.train.batch_size, job.seed), cfg.train,
-                               ws.runtime, log=rd.log_metrics, on_stage_end=save_stage,
-                               checkpoint=RunCheckpoint(rd.path, cfg.train.checkpoint_every),
-                               metrics_lines=rd.metrics_count)
+                               ws.runtime, log=rd.log_metrics if ranks.is_main else None,
+                               on_stage_end=save_stage if ranks.is_main else None,
+                               checkpoint=RunCheckpoint(rd.path, cfg.train.checkpoint_every, writer=ranks.is_main),
+                               metrics_lines=rd.metrics_count, dist_info=ranks)
         info = {"train_steps": sum(r.steps for r in results),
                 "stages": [{"name": r.name, "steps": r.steps, "wall_s": round(r.wall_s, 2)} for r in results],
                 "extra_params": method.extra_parameter_count()}
         model = method.student
     train_wall = time.perf_counter() - start
+    if not ranks.is_main:  # rank 0 evaluates and writes
+        return []
     scores = {d: evaluate(model, ws.split(d, "val"), ws.protocol, cfg.eval.batch_size, ws.runtime, desc=f"eval {d}")
               for d in bench.domains}
     peak = (torch.cuda.max_memory_allocated(ws.runtime.device) if ws.runtime.device.type == "cuda"
@@ -212,6 +219,7 @@ def run_sweep(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out:
     """Run every job not already done; a failing run is recorded with its reason and the sweep goes on."""
     ws = Workspace(cfg, suite, runtime, echo)
     counts = {"done": 0, "skipped": 0, "failed": 0}
+    info = current()
     for i, job in enumerate(jobs, start=1):
         rd = run_dir(out, job, cfg, suite)
         prefix = f"[{i}/{len(jobs)}]"
@@ -220,19 +228,25 @@ def run_sweep(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out:
             echo(f"{prefix} {job.label}: already done, skipped ({rd.path})")
             continue
         point = RunCheckpoint(rd.path, cfg.train.checkpoint_every).load() if job.method != TEACHER else None
+        barrier()  # every rank has read the resume state before rank 0 may clear it
         if point is None:
-            rd.start({"identity": run_identity(job, cfg, suite), "config": cfg.to_dict()})
+            if info.is_main:
+                rd.start({"identity": run_identity(job, cfg, suite), "config": cfg.to_dict()})
         else:
-            rd.truncate_metrics(point.state["metrics_lines"])
+            if info.is_main:
+                rd.truncate_metrics(point.state["metrics_lines"])
             echo(f"{prefix} {job.label}: resuming an interrupted run at stage {point.stage + 1}, step {point.step}")
         try:
             records = execute(job, cfg, ws, rd)
         except (TrainingError, UserError) as exc:  # this run cannot go on (e.g. a file that does not fit)
-            rd.fail(str(exc))
+            if info.is_main:
+                rd.fail(str(exc))
             counts["failed"] += 1
             echo(f"{prefix} {job.label}: FAILED: {exc}")
-            continue
-        rd.finish(records)
-        counts["done"] += 1
-        echo(f"{prefix} {summary_line(job, records)}")
+        else:
+            if info.is_main:
+                rd.finish(records)
+                echo(f"{prefix} {summary_line(job, records)}")
+            counts["done"] += 1
+        barrier()
     return counts

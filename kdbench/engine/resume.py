@@ -48,17 +48,19 @@ class ResumePoint:
 
 
 class RunCheckpoint:
-    """Saves and finds a run's resume state in its run directory; ``every`` steps (0: only at stage ends)."""
+    """Saves and finds a run's resume state in its run directory; ``every`` steps (0: only at stage ends). With
+    several processes every one reads it and only rank 0 (``writer``) writes it."""
 
-    def __init__(self, run_path: Path, every: int):
+    def __init__(self, run_path: Path, every: int, writer: bool = True):
         self.path = Path(run_path) / RESUME
-        self.every = every
+        self.every, self.writer = every, writer
 
     def due(self, steps_done: int, steps: int) -> bool:
         return self.every > 0 and steps_done % self.every == 0 and steps_done < steps
 
     def save(self, state: dict[str, Any]) -> None:
-        atomic_save({**state, "rng": rng_state()}, self.path)
+        if self.writer:
+            atomic_save({**state, "rng": rng_state()}, self.path)
 
     def load(self) -> ResumePoint | None:
         if not self.path.is_file():
@@ -73,4 +75,5 @@ class RunCheckpoint:
         return ResumePoint(state["stage"], state["step"], state)
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.writer:
+            self.path.unlink(missing_ok=True)

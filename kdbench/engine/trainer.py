@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from tqdm.auto import tqdm
 
 from kdbench.config import TrainConfig
 from kdbench.data.loaders import BatchStream
+from kdbench.engine.distributed import DistInfo, mean_over_processes, shard, sync_batchnorm
 from kdbench.engine.optim import lr_factor, make_optimizer, param_groups
 from kdbench.engine.resume import RunCheckpoint, set_rng_state
 from kdbench.engine.runtime import Runtime
@@ -38,11 +40,12 @@ class StageResult:
 
 def train_steps(step_fn: StepFn, groups: list[dict], batches: Iterator[Batch], steps: int, cfg: TrainConfig,
                 runtime: Runtime, desc: str, log: LogFn | None = None, start: int = 0,
-                resume_state: dict[str, Any] | None = None, after_step: AfterStep | None = None
-                ) -> dict[str, float]:
+                resume_state: dict[str, Any] | None = None, after_step: AfterStep | None = None,
+                distributed: bool = False) -> dict[str, float]:
     """Run optimiser steps ``start`` .. ``steps - 1``: warm-up + schedule, autocast, gradient clipping, named-loss
     logging. ``resume_state`` restores the optimiser and scaler of an interrupted run; ``after_step(done,
-    optimizer, scaler)`` runs after every step (the checkpoint hook)."""
+    optimizer, scaler)`` runs after every step (the checkpoint hook). ``distributed``: every process runs this
+    loop (``step_fn`` goes through DDP); the loss checked and the terms logged are means over processes."""
     optimizer = make_optimizer(groups)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
     if resume_state is not None:
@@ -58,7 +61,7 @@ def train_steps(step_fn: StepFn, groups: list[dict], batches: Iterator[Batch], s
         with runtime.autocast():
             terms = step_fn(batch)
         loss = sum(t.float() for t in terms.values())
-        if not torch.isfinite(loss):
+        if not torch.isfinite(mean_over_processes(loss) if distributed else loss):
             shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
             raise TrainingError(f"non-finite loss at step {step} of {desc} ({shown})")
         optimizer.zero_grad(set_to_none=True)
@@ -68,10 +71,13 @@ def train_steps(step_fn: StepFn, groups: list[dict], batches: Iterator[Batch], s
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        if log is not None and (step % cfg.log_every == 0 or step == steps - 1):
-            last = {k: round(float(v.detach()), 6) for k, v in terms.items()}
-            log({"stage": desc, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                 "loss": round(float(loss.detach()), 6), **{f"loss/{k}": v for k, v in last.items()}})
+        if (log is not None or distributed) and (step % cfg.log_every == 0 or step == steps - 1):
+            shown = {k: mean_over_processes(v) if distributed else v for k, v in terms.items()}
+            last = {k: round(float(v.detach()), 6) for k, v in shown.items()}
+            total = mean_over_processes(loss) if distributed else loss
+            if log is not None:
+                log({"stage": desc, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                     "loss": round(float(total.detach()), 6), **{f"loss/{k}": v for k, v in last.items()}})
         if after_step is not None:
             after_step(step + 1, optimizer, scaler)
     return last
@@ -135,12 +141,16 @@ def stage_groups(method: Method, stage: Stage, cfg: TrainConfig) -> list[dict]:
 def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cfg: TrainConfig,
                  runtime: Runtime, log: LogFn | None = None,
                  on_stage_end: Callable[[Stage], None] | None = None,
-                 checkpoint: RunCheckpoint | None = None, metrics_lines: Callable[[], int] | None = None
-                 ) -> list[StageResult]:
+                 checkpoint: RunCheckpoint | None = None, metrics_lines: Callable[[], int] | None = None,
+                 dist_info: DistInfo | None = None) -> list[StageResult]:
     """Run every stage of ``method``. The teacher stays frozen in eval mode and runs under inference mode, and
     only when the stage uses it. With ``checkpoint``, the whole training state is saved every
     ``checkpoint.every`` steps and at each stage end, and a saved state found there is resumed from
-    (``kdbench.engine.resume``); ``metrics_lines`` counts the log lines written so far."""
+    (``kdbench.engine.resume``); ``metrics_lines`` counts the log lines written so far. With ``dist_info`` of
+    several processes, each stage trains through DistributedDataParallel (``kdbench.engine.distributed``)."""
+    distributed = dist_info is not None and dist_info.enabled
+    if distributed:
+        sync_batchnorm(method, runtime.device.type)
     teacher = method.teacher
     teacher.eval()
     for p in teacher.parameters():
@@ -176,8 +186,15 @@ def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cf
                                  "elapsed": time.perf_counter() - began,
                                  "metrics_lines": metrics_lines() if metrics_lines else 0})
 
-        last = train_steps(method_step(method, stage), groups, batches, steps, cfg, runtime, stage.name, log,
-                           start, resume_state, save)
+        step_fn, ddp = method_step(method, stage), None
+        if distributed:
+            ddp = _ddp(method, step_fn, runtime)
+            step_fn = _sharded(ddp, dist_info)
+        last = train_steps(step_fn, groups, batches, steps, cfg, runtime, stage.name, log, start, resume_state,
+                           save, distributed)
+        if ddp is not None:  # its gradient hooks must be gone before the next stage builds its own
+            del ddp, step_fn
+            gc.collect()
         results.append(StageResult(stage.name, steps, time.perf_counter() - began, last))
         if on_stage_end is not None:
             on_stage_end(stage)
@@ -187,3 +204,32 @@ def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cf
                              "metrics_lines": metrics_lines() if metrics_lines else 0})
         point = None
     return results
+
+
+class _StepModule(nn.Module):
+    """A method's training step as a module, so DistributedDataParallel sees the forward it must hook."""
+
+    def __init__(self, method: Method, step_fn: StepFn):
+        super().__init__()
+        self.method, self.step_fn = method, step_fn
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return self.step_fn(Batch(images=images, labels=labels))
+
+
+def _ddp(method: Method, step_fn: StepFn, runtime: Runtime) -> nn.parallel.DistributedDataParallel:
+    """DDP around one stage's step: it hooks the parameters trainable when it is built, so one per stage.
+    ``static_graph``: a stage uses the same parameters every step; DDP learns from the first step which ones are
+    unused (a method's module that a stage never calls), so they need no special care."""
+    ids = [runtime.device.index or 0] if runtime.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(_StepModule(method, step_fn), device_ids=ids, static_graph=True)
+
+
+def _sharded(ddp: nn.parallel.DistributedDataParallel, info: DistInfo) -> StepFn:
+    """The DDP step on this process's slice of each global batch."""
+
+    def step(batch: Batch) -> dict[str, torch.Tensor]:
+        part = shard(batch, info)
+        return ddp(part.images, part.labels)
+
+    return step
