@@ -34,3 +34,16 @@ class GKDNoCLS(GKD):
 
     ablation_of = "gkd"
     defaults = {**GKD.defaults, "cls_weight": 0.0}
+
+
+class GKDFinalReadout(GKD):
+    """GKD whose stage-2 head reads the final-LayerNorm patch tokens (the ones stage 1 distils), at every level of
+    the head, instead of the un-normalised outputs of intermediate blocks (the official readout, gkd.md §4, which
+    stage 1 never supervises directly). A kdbench diagnostic, not in the paper; ViT students only."""
+
+    ablation_of = "gkd"
+    student_kinds = frozenset({"vit"})
+
+    def __init__(self, teacher, student, **hparams):
+        super().__init__(teacher, student, **hparams)
+        student.backbone.readout = "final"

@@ -739,3 +739,16 @@ def test_cnn_masked_pass_leaves_batchnorm_running_statistics_alone():
     assert all(torch.equal(b, m.running_mean) for b, m in zip(before, norms, strict=True))
     method.student.backbone(bt.images)  # an ordinary pass still updates them
     assert not all(torch.equal(b, m.running_mean) for b, m in zip(before, norms, strict=True))
+
+
+def test_final_readout_ablation_feeds_the_head_the_distilled_tokens():
+    official, final = build("gkd"), build("gkd-final-readout")
+    bt = batch()
+    with torch.no_grad():
+        out = final.student.backbone(bt.images)
+        blocks = official.student.backbone(bt.images)
+    grid = out.grid
+    tokens = out.tokens[:, out.num_prefix:].transpose(1, 2).reshape(bt.images.shape[0], -1, *grid)
+    assert len(out.features) == len(blocks.features) and all(torch.equal(f, tokens) for f in out.features)
+    assert not torch.equal(blocks.features[-1], tokens)  # the official readout: un-normalised block outputs
+    assert final.ablation_of == "gkd" and final.kind_problem("student", "cnn") is not None

@@ -100,6 +100,9 @@ def test_plots_exist_open_and_are_embedded(workdir):
     text = (workdir / "results" / "report.md").read_text()
     assert "![radar](plots/mini-f2l-647ad1-radar.png)" in text
     assert "[gkd](plots/loss/mini-f2l-647ad1-gkd.png)" in text
+    assert "Ablations (gkd-no-cls) are in the table, not here." in text  # radar and bars stay readable
+    radar = (workdir / "results" / "plots" / f"{MAIN}-radar.svg").read_text()
+    assert "gkd-no-cls" not in radar and "student-only" in radar
     assert not (workdir / "results" / "tables").exists()  # not asked for
 
 

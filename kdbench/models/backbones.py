@@ -45,6 +45,9 @@ class ViTBackbone(nn.Module):
         self.out_indices = tuple(out_indices) if out_indices else _spread(depth, 4)
         self.patch_size = patch_size
         self.width = embed_dim
+        #: what the decode head reads: "blocks" (the ``out_indices`` blocks, un-normalised) or "final" (the
+        #: final-LayerNorm patch tokens at every level; a GKD ablation)
+        self.readout = "blocks"
         self.level_channels = [embed_dim] * len(self.out_indices)
         self.level_strides = [patch_size] * len(self.out_indices)
 
@@ -66,7 +69,11 @@ class ViTBackbone(nn.Module):
             if i in self.out_indices:
                 patches = x[:, prefix:]
                 features.append(patches.transpose(1, 2).reshape(x.shape[0], -1, *grid))
-        return BackboneOutput(features=features, tokens=vit.norm(x), num_prefix=prefix, blocks=blocks, grid=grid)
+        tokens = vit.norm(x)
+        if self.readout == "final":
+            final = tokens[:, prefix:].transpose(1, 2).reshape(x.shape[0], -1, *grid)
+            features = [final] * len(self.out_indices)
+        return BackboneOutput(features=features, tokens=tokens, num_prefix=prefix, blocks=blocks, grid=grid)
 
 
 class CNNBackbone(nn.Module):

@@ -121,7 +121,7 @@ def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] =
              "out student-only and the row's own ablations. *train s*: mean wall seconds of the method's training "
              "stages per run (no shared pretraining, no evaluation).", ""]
     for (suite, setting), per_setting in scores.groupby(["suite", "setting"], sort=False):
-        lines += _setting_section(suite, setting, per_setting, records, out, formats, report)
+        lines += _setting_section(suite, setting, per_setting, records, out, formats, report, methods is not None)
     lines += _problems(results, records)
     if report.markdown is not None:
         atomic_write_text(report.markdown, "\n".join(lines))
@@ -130,7 +130,9 @@ def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] =
 
 
 def _setting_section(suite: str, setting: str, scores: pd.DataFrame, records: pd.DataFrame, out: Path,
-                     formats: tuple[str, ...], report: Report) -> list[str]:
+                     formats: tuple[str, ...], report: Report, chosen: bool) -> list[str]:
+    """One suite and setting: the scatter, then per pair its table, findings, plots and missing runs. The radar
+    and bar charts leave ablations out unless the methods were ``chosen`` (``--methods``), to stay readable."""
     benchmarks = suite_benchmark_order(suite, list(dict.fromkeys(scores.benchmark)))
     found = targets_by_benchmark(records, suite)
     targets = {b: found[b] for b in benchmarks if b in found}
@@ -142,10 +144,12 @@ def _setting_section(suite: str, setting: str, scores: pd.DataFrame, records: pd
     image_formats = [f for f in formats if f in ("png", "svg")]
     shown = "png" if "png" in image_formats else (image_formats[0] if image_formats else None)
     all_methods = method_order(list(scores.method.unique()))
+    colors = plots.method_colors(all_methods)
+    ablations = set() if chosen else set(scores[scores.family != scores.base].method)
     if image_formats:
         stem = out / "plots" / _slug(suite, setting, "id-ood")
         written = plots.id_ood_scatter(scores, benchmarks, all_methods, stem, image_formats,
-                                       f"{suite}: in-domain vs out-of-domain mIoU")
+                                       f"{suite}: in-domain vs out-of-domain mIoU", colors)
         report.files += written
         if written and shown:
             lines += [f"![in-domain vs out-of-domain]({_rel(stem, out, shown)})", "",
@@ -176,7 +180,7 @@ def _setting_section(suite: str, setting: str, scores: pd.DataFrame, records: pd
         lines += _findings(table)
         if image_formats:
             lines += _pair_plots(per_pair, benchmarks, targets, all_methods, out, name, image_formats, shown,
-                                 f"{suite} {pair} ({kind})", report)
+                                 f"{suite} {pair} ({kind})", report, colors, ablations)
         missing = missing_runs(per_pair, benchmarks)
         if missing:
             lines += [f"Missing runs (cells shown as –): {'; '.join(missing)}.", ""]
@@ -200,18 +204,20 @@ def _findings(table: PaperTable) -> list[str]:
 
 
 def _pair_plots(scores: pd.DataFrame, benchmarks: list[str], targets: dict[str, list[str]], methods: list[str],
-                out: Path, name: str, formats: list[str], shown: str | None, title: str, report: Report
-                ) -> list[str]:
+                out: Path, name: str, formats: list[str], shown: str | None, title: str, report: Report,
+                colors: dict[str, str], ablations: set[str]) -> list[str]:
     lines = []
-    figures = [("radar", plots.radar, "Radar over every target domain (mean over seeds)"),
+    left_out = f" Ablations ({', '.join(sorted(ablations))}) are in the table, not here." if ablations else ""
+    figures = [("radar", plots.radar, "Radar over every target domain (mean over seeds)."),
                ("bars", plots.target_bars, "mIoU per target domain and benchmark average, error bars: std over "
-                "seeds")]
+                "seeds.")]
+    shown_methods = [m for m in methods if m not in ablations]
     for kind, draw, caption in figures:
         stem = out / "plots" / f"{name}-{kind}"
-        written = draw(scores, targets, methods, stem, formats, f"{title}: {kind}")
+        written = draw(scores, targets, shown_methods, stem, formats, f"{title}: {kind}", colors)
         report.files += written
         if written and shown:
-            lines += [f"![{kind}]({_rel(stem, out, shown)})", "", f"*{title}: {caption}.*", ""]
+            lines += [f"![{kind}]({_rel(stem, out, shown)})", "", f"*{title}: {caption}{left_out}*", ""]
     curves = []
     for method in method_order(list(scores.method.unique())):
         if method == TEACHER:

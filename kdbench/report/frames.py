@@ -88,8 +88,8 @@ def _key(values: dict[str, Any]) -> str:
 def run_scores(records: pd.DataFrame, family: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per run and setting: in-domain mIoU, each target's mIoU, their plain mean (as the paper), and how
     long the method's stages trained. Columns: suite, setting, benchmark, source, pair, pair_kind, method (display
-    label), family (base method), seed, in-domain, out-of-domain, one per target domain, train_s, run_path,
-    teacher_digest, device, precision."""
+    label), base (the registered method), family (the method an ablation ablates, else the method), seed,
+    in-domain, out-of-domain, one per target domain, train_s, run_path, teacher_digest, device, precision."""
     family = family or {}
     runs = []
     for path, group in records.groupby("run_path", sort=False):
@@ -102,7 +102,7 @@ def run_scores(records: pd.DataFrame, family: dict[str, str] | None = None) -> p
         row = {"suite": first.suite, "benchmark": first.benchmark,
                "source": source.domain.iloc[0] if len(source) else "?", "pair": first.pair,
                "pair_kind": first.get("pair_kind", ""), "method": first.method,
-               "family": family.get(first.method, first.method), "seed": int(first.seed),
+               "base": first.method, "family": family.get(first.method, first.method), "seed": int(first.seed),
                "in-domain": float(source.miou.iloc[0]) if len(source) else float("nan"),
                "out-of-domain": float(targets.miou.mean()) if len(targets) else float("nan"),
                "train_s": _train_seconds(first.get("stages")), "run_path": path,
