@@ -68,10 +68,12 @@ def cli() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: auto (a GPU if there is one).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. train.steps=500 or method.kd.temperature=2. Repeatable.")
+@click.option("--launcher", type=click.Choice(["inline", "local", "slurm"]),
+              help="Where runs execute: inline (default), local (launcher.workers processes), slurm (one job a run).")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train each run on this many processes (DDP through torchrun; one GPU each on GPUs).")
 @user_errors
-def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, device, sets, nproc) -> None:
+def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, device, sets, launcher, nproc) -> None:
     """Train and evaluate every (benchmark, pair, method, seed) of a suite; skip runs already done."""
     from kdbench.engine.distributed import DistInfo, check_batch, init_from_env
     from kdbench.engine.runtime import resolve_runtime
@@ -88,6 +90,10 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, devi
     options = {"suite": suite, "methods": _csv(methods), "pairs": _csv(pairs), "benchmarks": _csv(benchmarks),
                "seeds": seed_list, "preset": preset, "out": out, "device": device}
     cfg, suite_obj = resolve_config(config_file, options, sets)
+    if launcher:
+        cfg.launcher.kind = launcher
+    if nproc > 1 and cfg.launcher.kind != "inline":
+        raise UserError(f"--nproc {nproc} works with the inline launcher only, not {cfg.launcher.kind}")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         check_batch(cfg.train.batch_size, DistInfo(world=nproc))
         raise SystemExit(_torchrun(nproc))
@@ -106,7 +112,17 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, devi
          f"{len(pair_names)} pair(s) × {len(method_names)} method(s) × {len(cfg.seeds)} seed(s) "
          f"+ teacher rows = {len(jobs)} runs on {runtime.device_name}{processes} ({runtime.precision})")
     start = time.perf_counter()
-    counts = run_sweep(jobs, cfg, suite_obj, runtime, out_dir, echo)
+    if cfg.launcher.kind == "inline":
+        counts = run_sweep(jobs, cfg, suite_obj, runtime, out_dir, echo)
+    else:
+        from kdbench.launchers import dispatch
+
+        result = dispatch(jobs, cfg, suite_obj, out_dir, echo)
+        counts = result.counts
+        if not result.waited:
+            click.echo(f"kdbench: submitted; when the jobs end, `kdbench report {out_dir}` (the same command "
+                       "again skips finished runs and resumes unfinished ones)")
+            return
     if not info.is_main:
         return
     report = write_report(out_dir, formats=TABLE_FORMATS)

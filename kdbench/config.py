@@ -64,6 +64,21 @@ class PretrainConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """Where a sweep's runs execute: ``inline`` (this process, one after another), ``local`` (``workers``
+    processes of this machine, through submitit) or ``slurm`` (one SLURM job per run, through submitit)."""
+
+    kind: str = "inline"
+    workers: int = 2
+    partition: str = ""
+    timeout_min: int = 240
+    gpus_per_job: int = 1
+    cpus_per_job: int = 8
+    mem_gb: int = 32
+    array_parallelism: int = 64
+
+
+@dataclass
 class Config:
     suite: str = "synth5"
     preset: str = "quick"
@@ -77,6 +92,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     method: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +104,7 @@ CHOICES = {
     "train.amp": ("auto", "off", "bf16", "fp16"),
     "device": ("auto", "cpu", "cuda"),
     "preset": ("quick", "full"),
+    "launcher.kind": ("inline", "local", "slurm"),
 }
 
 
@@ -216,7 +233,8 @@ def validate(config: Config) -> None:
             raise UserError(f"{dotted} must be one of {', '.join(allowed)}, got {node!r}")
     positive = {"train.steps": config.train.steps, "train.batch_size": config.train.batch_size,
                 "eval.images": config.eval.images, "eval.batch_size": config.eval.batch_size,
-                "data.image_size": config.data.image_size, "data.train_images": config.data.train_images}
+                "data.image_size": config.data.image_size, "data.train_images": config.data.train_images,
+                "launcher.workers": config.launcher.workers, "launcher.timeout_min": config.launcher.timeout_min}
     for key, value in positive.items():
         if value <= 0:
             raise UserError(f"{key} must be positive, got {value}")

@@ -1,0 +1,108 @@
+"""Where a sweep's runs execute (``launcher.kind``): inline in this process, on ``launcher.workers`` local processes,
+or as SLURM jobs. The last two go through submitit (Meta's job-submission library, used by DomainBed-style sweeps).
+
+Every launcher hands out runs, not sweeps: the runs still to do are split into groups, each group runs
+``run_sweep`` on its own, and every run keeps its own directory, identity and skip/resume logic. Re-launching a
+sweep therefore skips finished runs and resumes interrupted ones, whatever launcher ran them before. Before
+``local`` workers start, this process fills the pretraining cache once, so the workers only read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdbench.config import Config
+from kdbench.errors import UserError
+from kdbench.launch import Job, Workspace, run_dir, run_sweep
+from kdbench.suite import Suite
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class Dispatch:
+    """What a launcher did: runs done, skipped and failed (when it waited for them) and job ids (when not)."""
+
+    counts: dict[str, int]
+    job_ids: list[str]
+    waited: bool
+
+
+def run_group(jobs: list[Job], cfg: Config, suite: Suite, out: str) -> dict[str, int]:
+    """A worker's share of a sweep (the function submitit runs in each job)."""
+    from kdbench.engine.runtime import resolve_runtime
+
+    runtime = resolve_runtime(cfg.device, cfg.train.amp, cfg.train.threads)
+    return run_sweep(jobs, cfg, suite, runtime, Path(out), lambda line: print(line, flush=True))
+
+
+def executor_parameters(cfg: Config) -> dict[str, Any]:
+    """submitit ``update_parameters`` keywords for ``cfg.launcher``."""
+    launcher = cfg.launcher
+    params: dict[str, Any] = {"timeout_min": launcher.timeout_min, "cpus_per_task": launcher.cpus_per_job,
+                              "mem_gb": launcher.mem_gb, "name": f"kdbench-{cfg.suite}"}
+    if launcher.kind == "slurm":
+        params.update(gpus_per_node=launcher.gpus_per_job, slurm_array_parallelism=launcher.array_parallelism)
+        if launcher.partition:
+            params["slurm_partition"] = launcher.partition
+    return params
+
+
+def groups_of(jobs: list[Job], cfg: Config) -> list[list[Job]]:
+    """``local``: round-robin over the workers; ``slurm``: one run per job."""
+    if cfg.launcher.kind == "slurm":
+        return [[job] for job in jobs]
+    workers = min(cfg.launcher.workers, len(jobs))
+    return [jobs[i::workers] for i in range(workers)]
+
+
+def prepare_caches(jobs: list[Job], cfg: Config, suite: Suite, echo: Echo) -> None:
+    """Pretrain (or load) every teacher and student backbone the jobs need, once, before workers start."""
+    from kdbench.engine.runtime import resolve_runtime
+
+    ws = Workspace(cfg, suite, resolve_runtime(cfg.device, cfg.train.amp, cfg.train.threads), echo)
+    for job in jobs:
+        ws.teacher(job.pair, job.benchmark.source)
+        if job.method != "teacher":
+            ws.student(job.pair, 1, job.seed)
+
+
+def dispatch(jobs: list[Job], cfg: Config, suite: Suite, out: Path, echo: Echo) -> Dispatch:
+    """Run ``jobs`` with ``cfg.launcher``: inline and local wait for the runs, slurm returns once submitted."""
+    import submitit
+
+    pending = [job for job in jobs if not run_dir(out, job, cfg, suite).done]
+    skipped = len(jobs) - len(pending)
+    if not pending:
+        return Dispatch({"done": 0, "skipped": skipped, "failed": 0}, [], True)
+    kind = cfg.launcher.kind
+    if kind == "local":
+        prepare_caches(pending, cfg, suite, echo)
+    groups = groups_of(pending, cfg)
+    try:
+        executor = submitit.AutoExecutor(folder=out / ".submitit" / "%j", cluster=kind)
+        executor.update_parameters(**executor_parameters(cfg))
+        with executor.batch():
+            submitted = [executor.submit(run_group, group, cfg, suite, str(out)) for group in groups]
+    except Exception as exc:  # no sbatch on this machine, a refused partition, ...
+        raise UserError(f"launcher.kind={kind}: submitting the runs failed: {' '.join(str(exc).split())[:300]}"
+                        ) from exc
+    ids = [job.job_id for job in submitted]
+    echo(f"kdbench: {len(pending)} run(s) in {len(groups)} {kind} job(s): {', '.join(ids)} "
+         f"(logs in {out / '.submitit'})")
+    if kind == "slurm":
+        return Dispatch({"done": 0, "skipped": skipped, "failed": 0}, ids, False)
+    counts = {"done": 0, "skipped": skipped, "failed": 0}
+    for job in submitted:
+        try:
+            result = job.result()
+        except Exception as exc:  # a worker that died: its runs stay unfinished and resume on the next launch
+            counts["failed"] += 1
+            echo(f"kdbench: {kind} job {job.job_id} failed: {' '.join(str(exc).split())[:300]}")
+            continue
+        for key in ("done", "skipped", "failed"):
+            counts[key] += result[key]
+    return Dispatch(counts, ids, True)
