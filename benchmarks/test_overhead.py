@@ -1,0 +1,93 @@
+"""Harness overhead: kdbench's training step (``train_steps`` over ``method_step``: schedule, autocast context,
+teacher under inference mode, named terms, clipping, logging and checkpoint hooks) against a bare PyTorch loop
+doing the same forward passes, loss, backward, clipping and AdamW step on the same models and batch.
+
+The two are timed side by side, alternating, in one process, so machine load affects both alike; the ratio of
+their medians is the overhead (target: at most 1.05 on CPU). Run:
+``.venv/bin/pytest benchmarks/test_overhead.py --benchmark-enable -s``; docs/performance.md lists the figures.
+"""
+
+import statistics
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from kdbench.config import TrainConfig
+from kdbench.engine.optim import make_optimizer
+from kdbench.engine.runtime import resolve_runtime
+from kdbench.engine.trainer import method_step, set_trainable, stage_groups, train_steps
+from kdbench.method import METHODS, Batch
+from kdbench.models.segmentor import LightHead, Segmentor
+from kdbench.models.zoo import MODELS, PAIRS
+
+SIZE, BATCH, STEPS, ROUNDS = 32, 32, 5, 8
+
+
+def segmentor(name: str, classes: int = 6) -> Segmentor:
+    backbone = MODELS.get(name).build_backbone(SIZE)
+    return Segmentor(backbone, LightHead(backbone.level_channels, classes))
+
+
+def build(method_name: str):
+    torch.manual_seed(0)
+    pair = PAIRS.get("f2l")
+    method = METHODS.get(method_name)(segmentor(pair.teacher).eval(), segmentor(pair.student))
+    stage = method.stages()[-1]
+    set_trainable(method, stage)
+    gen = torch.Generator().manual_seed(0)
+    batch = Batch(images=torch.randn(BATCH, 3, SIZE, SIZE, generator=gen),
+                  labels=torch.randint(0, 6, (BATCH, SIZE, SIZE), generator=gen))
+    return method, stage, batch
+
+
+def kdbench_steps(method, stage, batch, cfg, runtime) -> None:
+    groups = stage_groups(method, stage, cfg)
+    train_steps(method_step(method, stage), groups, iter(lambda: batch, None), STEPS, cfg, runtime, "bench",
+                log=lambda row: None)
+
+
+def bare_steps(method, stage, batch, cfg) -> None:
+    """The same work written as a plain loop: no schedule, no logging, no hooks, no output cloning."""
+    groups = stage_groups(method, stage, cfg)
+    optimizer = make_optimizer(groups)
+    params = [p for g in groups for p in g["params"]]
+    for _ in range(STEPS):
+        teacher_out = None
+        if method.teacher_taps:
+            with torch.inference_mode():
+                teacher_out = method.teacher(batch.images, with_logits="logits" in method.teacher_taps)
+            teacher_out.logits = teacher_out.logits.clone()
+        student_out = method.student(batch.images, with_logits=True)
+        loss = sum(method.loss(stage, batch, student_out, teacher_out).values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+
+
+@pytest.mark.parametrize("method_name", ["kd", "student-only"])
+def test_harness_overhead_ratio(benchmark, method_name):
+    method, stage, batch = build(method_name)
+    cfg = TrainConfig(steps=STEPS, batch_size=BATCH, log_every=1, checkpoint_every=0)
+    runtime = resolve_runtime("cpu", "off")
+    rounds = 1 if benchmark.disabled else ROUNDS
+    harness, bare = [], []
+    kdbench_steps(method, stage, batch, cfg, runtime)  # warm-up for both paths
+    bare_steps(method, stage, batch, cfg)
+    for _ in range(rounds):
+        start = time.perf_counter()
+        kdbench_steps(method, stage, batch, cfg, runtime)
+        harness.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        bare_steps(method, stage, batch, cfg)
+        bare.append(time.perf_counter() - start)
+    ratio = statistics.median(harness) / statistics.median(bare)
+    benchmark.extra_info.update({"ratio": round(ratio, 4), "threads": torch.get_num_threads(),
+                                 "harness_step_ms": 1000 * statistics.median(harness) / STEPS,
+                                 "bare_step_ms": 1000 * statistics.median(bare) / STEPS})
+    print(f"\n{method_name}: kdbench {1000 * statistics.median(harness) / STEPS:.1f} ms/step, bare "
+          f"{1000 * statistics.median(bare) / STEPS:.1f} ms/step, ratio {ratio:.3f} "
+          f"({torch.get_num_threads()} threads, {rounds} rounds of {STEPS} steps)")
+    benchmark.pedantic(kdbench_steps, args=(method, stage, batch, cfg, runtime), rounds=3)
