@@ -132,3 +132,17 @@ def test_missing_and_empty_results(tmp_path, monkeypatch):
     (tmp_path / "results").mkdir()
     empty = CliRunner().invoke(cli, ["report", "results"])
     assert empty.exit_code == 1 and "no finished runs under results" in empty.output
+
+
+def test_per_run_checkpoint_setting_splits_no_row(workdir):
+    """GKD's stage-2 runs read one stage-1 file per seed (``stage1_from``): one row, not one per file."""
+    import json
+
+    for records in (workdir / "results" / "mini").glob("*/f2l/gkd/*/records.jsonl"):
+        rows = [json.loads(line) for line in records.read_text().splitlines()]
+        seed = rows[0]["seed"]
+        path = f"runs/{rows[0]['benchmark']}/seed{seed}/stage-domain-agnostic.pt"
+        records.write_text("".join(json.dumps({**r, "hparams": {**r["hparams"], "stage1_from": path}}) + "\n"
+                                   for r in rows))
+    text = report("--out", "rep", "--format", "md").output
+    assert "| gkd | **46.0 ± 1.4** |" in text and "stage1_from=" not in text

@@ -149,19 +149,30 @@ def _assign_settings(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _label_methods(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """A method run with more than one hyper-parameter set in a setting gets one row per set, named by the values
-    that differ."""
+    that differ. A text-valued setting that differs only from run to run (one value per benchmark and seed, such as
+    a stage-1 checkpoint file per seed for GKD's ``stage1_from``) is a per-run input, not a variant: it splits no
+    row."""
     frame = pd.DataFrame(runs)
     labels = []
     variants = {}
     for (suite, setting, method), group in frame.groupby(["suite", "setting", "method"], sort=False):
+        keys = [k for k in _differing(list(group._hparams)) if not _per_run_input(group, k)]
         sets = {_key(h): h for h in group._hparams}
-        keys = _differing(list(sets.values()))
         variants[(suite, setting, method)] = {k: (f"{method} ({_label(h, keys)})" if keys else method)
                                               for k, h in sets.items()}
     for suite, setting, method, hparams in zip(frame.suite, frame.setting, frame.method, frame._hparams, strict=True):
         labels.append(variants[(suite, setting, method)][_key(hparams)])
     frame["method"] = labels
     return frame.drop(columns=["_shared", "_train", "_hparams"])
+
+
+def _per_run_input(group: pd.DataFrame, key: str) -> bool:
+    values = [h.get(key) for h in group._hparams]
+    if not all(isinstance(v, str) for v in values):
+        return False
+    per_run = pd.DataFrame({"benchmark": group.benchmark.values, "seed": group.seed.values, "value": values})
+    return bool((per_run.groupby(["benchmark", "seed"]).value.nunique() == 1).all()
+                and per_run.value.nunique() == len(per_run))
 
 
 def method_order(methods: list[str]) -> list[str]:
