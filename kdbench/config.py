@@ -34,6 +34,8 @@ class TrainConfig:
     threads: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
+    compile: bool = False
+    channels_last: bool = False
 
 
 @dataclass

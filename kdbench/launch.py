@@ -28,7 +28,7 @@ from kdbench.data.synthetic import Split, make_split
 from kdbench.engine.distributed import barrier, current, main_process_first
 from kdbench.engine.evaluator import Protocol, evaluate, get_protocol
 from kdbench.engine.resume import RunCheckpoint
-from kdbench.engine.runtime import Runtime, seed_everything
+from kdbench.engine.runtime import Runtime, apply_speed_options, seed_everything
 from kdbench.engine.trainer import TrainingError, train_method
 from kdbench.errors import UserError
 from kdbench.method import METHODS, Method
@@ -69,7 +69,7 @@ def expand(cfg: Config, suite: Suite, benchmarks: list[str], pairs: list[str], m
 
 
 #: train settings that change how a run is carried out, never its result
-NOT_IDENTITY = ("threads", "log_every", "checkpoint_every")
+NOT_IDENTITY = ("threads", "log_every", "checkpoint_every", "compile", "channels_last")
 
 
 def run_identity(job: Job, cfg: Config, suite: Suite) -> dict[str, Any]:
@@ -161,6 +161,7 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir) -> list[dict[str, 
         prepare = time.perf_counter() - start  # shared, cached work (pretraining), not the method's cost
         method: Method = METHODS.get(job.method)(teacher, student, **job.hparams).to(ws.runtime.device)
         method.pair_kind = job.pair.kind
+        apply_speed_options(method, cfg.train)
         data = StageData(ws.split(bench.source, "train"), source.scene, cfg.data.image_size, ws.runtime.device)
 
         def save_stage(stage) -> None:
