@@ -27,7 +27,7 @@ from kdbench.data.loaders import StageData
 from kdbench.data.synthetic import Split, make_split
 from kdbench.engine.distributed import barrier, current, main_process_first
 from kdbench.engine.evaluator import Protocol, evaluate, get_protocol
-from kdbench.engine.resume import RunCheckpoint
+from kdbench.engine.resume import ResumePoint, RunCheckpoint
 from kdbench.engine.runtime import Runtime, apply_speed_options, seed_everything
 from kdbench.engine.trainer import TrainingError, train_method
 from kdbench.errors import UserError
@@ -141,8 +141,10 @@ class Workspace:
                          ).to(self.runtime.device)
 
 
-def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir) -> list[dict[str, Any]]:
-    """Train (unless it is the teacher row) and evaluate one run; return its records (none on ranks > 0)."""
+def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoint | None = None
+            ) -> list[dict[str, Any]]:
+    """Train (unless it is the teacher row) and evaluate one run, going on from ``resume`` when an interrupted
+    attempt left one; return its records (none on ranks > 0)."""
     ranks = current()
     seed_everything(job.seed)
     start = time.perf_counter()
@@ -173,7 +175,7 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir) -> list[dict[str, 
                                ws.runtime, log=rd.log_metrics if ranks.is_main else None,
                                on_stage_end=save_stage if ranks.is_main else None,
                                checkpoint=RunCheckpoint(rd.path, cfg.train.checkpoint_every, writer=ranks.is_main),
-                               metrics_lines=rd.metrics_count, dist_info=ranks)
+                               resume=resume, metrics_lines=rd.metrics_count, dist_info=ranks)
         info = {"train_steps": sum(r.steps for r in results),
                 "stages": [{"name": r.name, "steps": r.steps, "wall_s": round(r.wall_s, 2)} for r in results],
                 "extra_params": method.extra_parameter_count()}
@@ -228,7 +230,9 @@ def run_sweep(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out:
             counts["skipped"] += 1
             echo(f"{prefix} {job.label}: already done, skipped ({rd.path})")
             continue
-        point = RunCheckpoint(rd.path, cfg.train.checkpoint_every).load() if job.method != TEACHER else None
+        point = None
+        if job.method != TEACHER:
+            point = RunCheckpoint(rd.path, cfg.train.checkpoint_every, writer=info.is_main).load()
         barrier()  # every rank has read the resume state before rank 0 may clear it
         if point is None:
             if info.is_main:
@@ -238,7 +242,7 @@ def run_sweep(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out:
                 rd.truncate_metrics(point.state["metrics_lines"])
             echo(f"{prefix} {job.label}: resuming an interrupted run at stage {point.stage + 1}, step {point.step}")
         try:
-            records = execute(job, cfg, ws, rd)
+            records = execute(job, cfg, ws, rd, point)
         except (TrainingError, UserError) as exc:  # this run cannot go on (e.g. a file that does not fit)
             if info.is_main:
                 rd.fail(str(exc))

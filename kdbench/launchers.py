@@ -64,10 +64,12 @@ def prepare_caches(jobs: list[Job], cfg: Config, suite: Suite, echo: Echo) -> No
     from kdbench.engine.runtime import resolve_runtime
 
     ws = Workspace(cfg, suite, resolve_runtime(cfg.device, cfg.train.amp, cfg.train.threads), echo)
-    for job in jobs:
+    teachers = {(job.pair.name, job.benchmark.source): job for job in jobs}
+    students = {job.pair.name: job for job in jobs if job.method != "teacher"}
+    for job in teachers.values():
         ws.teacher(job.pair, job.benchmark.source)
-        if job.method != "teacher":
-            ws.student(job.pair, 1, job.seed)
+    for job in students.values():
+        ws.student(job.pair, 1, job.seed)
 
 
 def dispatch(jobs: list[Job], cfg: Config, suite: Suite, out: Path, echo: Echo) -> Dispatch:

@@ -16,7 +16,7 @@ from kdbench.config import TrainConfig
 from kdbench.data.loaders import BatchStream
 from kdbench.engine.distributed import DistInfo, mean_over_processes, shard, sync_batchnorm
 from kdbench.engine.optim import lr_factor, make_optimizer, param_groups
-from kdbench.engine.resume import RunCheckpoint, set_rng_state
+from kdbench.engine.resume import ResumePoint, RunCheckpoint, set_rng_state
 from kdbench.engine.runtime import Runtime
 from kdbench.method import Batch, Method, Stage
 from kdbench.models.segmentor import SegOutput
@@ -61,7 +61,8 @@ def train_steps(step_fn: StepFn, groups: list[dict], batches: Iterator[Batch], s
         with runtime.autocast():
             terms = step_fn(batch)
         loss = sum(t.float() for t in terms.values())
-        if not torch.isfinite(mean_over_processes(loss) if distributed else loss):
+        total = mean_over_processes(loss) if distributed else loss
+        if not torch.isfinite(total):
             shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
             raise TrainingError(f"non-finite loss at step {step} of {desc} ({shown})")
         optimizer.zero_grad(set_to_none=True)
@@ -74,7 +75,6 @@ def train_steps(step_fn: StepFn, groups: list[dict], batches: Iterator[Batch], s
         if (log is not None or distributed) and (step % cfg.log_every == 0 or step == steps - 1):
             shown = {k: mean_over_processes(v) if distributed else v for k, v in terms.items()}
             last = {k: round(float(v.detach()), 6) for k, v in shown.items()}
-            total = mean_over_processes(loss) if distributed else loss
             if log is not None:
                 log({"stage": desc, "step": step, "lr": optimizer.param_groups[0]["lr"],
                      "loss": round(float(total.detach()), 6), **{f"loss/{k}": v for k, v in last.items()}})
@@ -141,13 +141,15 @@ def stage_groups(method: Method, stage: Stage, cfg: TrainConfig) -> list[dict]:
 def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cfg: TrainConfig,
                  runtime: Runtime, log: LogFn | None = None,
                  on_stage_end: Callable[[Stage], None] | None = None,
-                 checkpoint: RunCheckpoint | None = None, metrics_lines: Callable[[], int] | None = None,
-                 dist_info: DistInfo | None = None) -> list[StageResult]:
+                 checkpoint: RunCheckpoint | None = None, resume: ResumePoint | None = None,
+                 metrics_lines: Callable[[], int] | None = None, dist_info: DistInfo | None = None
+                 ) -> list[StageResult]:
     """Run every stage of ``method``. The teacher stays frozen in eval mode and runs under inference mode, and
     only when the stage uses it. With ``checkpoint``, the whole training state is saved every
-    ``checkpoint.every`` steps and at each stage end, and a saved state found there is resumed from
-    (``kdbench.engine.resume``); ``metrics_lines`` counts the log lines written so far. With ``dist_info`` of
-    several processes, each stage trains through DistributedDataParallel (``kdbench.engine.distributed``)."""
+    ``checkpoint.every`` steps and at each stage end (``kdbench.engine.resume``); ``resume`` (a state it saved,
+    loaded by the caller) is where an interrupted run goes on; ``metrics_lines`` counts the log lines written so
+    far. With ``dist_info`` of several processes, each stage trains through DistributedDataParallel
+    (``kdbench.engine.distributed``)."""
     distributed = dist_info is not None and dist_info.enabled
     if distributed:
         sync_batchnorm(method, runtime.device.type)
@@ -155,8 +157,15 @@ def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cf
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    point = checkpoint.load() if checkpoint is not None else None
+    point = resume
     results: list[StageResult] = []
+
+    def saved_state(stage_index: int, step: int, elapsed: float) -> dict[str, Any]:
+        """What every save holds; a save inside a stage adds the optimiser, scaler and batch position."""
+        return {"stage": stage_index, "step": step, "method": method.state_dict(),
+                "results": [vars(r) for r in results], "elapsed": elapsed,
+                "metrics_lines": metrics_lines() if metrics_lines else 0}
+
     if point is not None:
         method.load_state_dict(point.state["method"])
         results = [StageResult(**r) for r in point.state["results"]]
@@ -180,11 +189,9 @@ def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cf
 
         def save(done: int, optimizer, scaler, index=index, batches=batches, began=began, steps=steps) -> None:
             if checkpoint is not None and checkpoint.due(done, steps):
-                checkpoint.save({"stage": index, "step": done, "method": method.state_dict(),
+                checkpoint.save({**saved_state(index, done, time.perf_counter() - began),
                                  "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                                 "data": batches.state_dict(), "results": [vars(r) for r in results],
-                                 "elapsed": time.perf_counter() - began,
-                                 "metrics_lines": metrics_lines() if metrics_lines else 0})
+                                 "data": batches.state_dict()})
 
         step_fn, ddp = method_step(method, stage), None
         if distributed:
@@ -199,9 +206,7 @@ def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cf
         if on_stage_end is not None:
             on_stage_end(stage)
         if checkpoint is not None:
-            checkpoint.save({"stage": index + 1, "step": 0, "method": method.state_dict(),
-                             "results": [vars(r) for r in results], "elapsed": 0.0,
-                             "metrics_lines": metrics_lines() if metrics_lines else 0})
+            checkpoint.save(saved_state(index + 1, 0, 0.0))
         point = None
     return results
 

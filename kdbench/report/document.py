@@ -85,12 +85,8 @@ def _provenance(records: pd.DataFrame, scores: pd.DataFrame) -> str:
     versions = sorted({", ".join(f"{k} {v}" for k, v in sorted(r.items())) for r in rows.versions
                        if isinstance(r, dict)})
     devices = sorted({f"{d} ({p})" for d, p in zip(rows.device, rows.precision, strict=True)})
-    presets = sorted(set(rows.get("preset", pd.Series(dtype=str)).dropna())) if "preset" in rows else []
-    parts = [f"seeds {', '.join(map(str, seeds))} ({len(seeds)})", f"device {'; '.join(devices)}",
-             f"versions {'; '.join(versions)}"]
-    if presets:
-        parts.insert(0, f"preset {', '.join(presets)}")
-    return "; ".join(parts)
+    return "; ".join([f"seeds {', '.join(map(str, seeds))} ({len(seeds)})", f"device {'; '.join(devices)}",
+                      f"versions {'; '.join(versions)}"])
 
 
 def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] = FORMATS,
