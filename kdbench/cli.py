@@ -1,4 +1,4 @@
-"""The ``kdbench`` command line: run, report, list."""
+"""The ``kdbench`` command line: run, report, list, data."""
 
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ def cli() -> None:
 @click.option("--pairs", help="Comma-separated teacher->student pair names, or 'all' (the suite's pairs).")
 @click.option("--benchmarks", help="Comma-separated benchmark names of the suite, or 'all'.")
 @click.option("--seeds", help="Comma-separated integer seeds. Default: 0.")
-@click.option("--preset", type=click.Choice(["quick", "full"]), help="The suite's schedule preset. Default: quick.")
+@click.option("--preset", help="The suite's schedule preset (synth5: quick, full; dg5: quick, paper). Default: quick.")
+@click.option("--data-root", type=click.Path(file_okay=False),
+              help="Root folder of the real datasets (suite dg5); sets data.root.")
 @click.option("--out", help="Output root for run directories and the report. Default: results.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: auto (a GPU if there is one).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -73,7 +75,8 @@ def cli() -> None:
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train each run on this many processes (DDP through torchrun; one GPU each on GPUs).")
 @user_errors
-def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, device, sets, launcher, nproc) -> None:
+def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root, out, device, sets, launcher, nproc
+        ) -> None:
     """Train and evaluate every (benchmark, pair, method, seed) of a suite; skip runs already done."""
     from kdbench.engine.distributed import DistInfo, check_batch, init_from_env
     from kdbench.engine.runtime import resolve_runtime
@@ -88,7 +91,8 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, out, devi
         except ValueError:
             raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
     options = {"suite": suite, "methods": _csv(methods), "pairs": _csv(pairs), "benchmarks": _csv(benchmarks),
-               "seeds": seed_list, "preset": preset, "out": out, "device": device}
+               "seeds": seed_list, "preset": preset, "out": out, "device": device,
+               "data": {"root": data_root} if data_root else None}
     cfg, suite_obj = resolve_config(config_file, options, sets)
     if launcher:
         cfg.launcher.kind = launcher
@@ -159,7 +163,8 @@ def report(results_dir, out, formats, methods, pairs, benchmarks) -> None:
 
 
 @cli.command(name="list")
-@click.argument("what", type=click.Choice(["methods", "suites", "pairs", "benchmarks", "domains"]))
+@click.argument("what", type=click.Choice(["methods", "suites", "pairs", "benchmarks", "domains", "datasets",
+                                           "models"]))
 @user_errors
 def list_(what) -> None:
     """What is registered, one line each."""
@@ -183,7 +188,7 @@ def list_(what) -> None:
 
         for name in PAIRS.names():
             pair = PAIRS.get(name)
-            click.echo(f"{name:16s} {pair.kind}  {pair.teacher} -> {pair.student}: {pair.description}")
+            click.echo(f"{name:22s} {pair.kind}  {pair.teacher} -> {pair.student}: {pair.description}")
     elif what == "benchmarks":
         from kdbench.suite import load_suite, suite_names
 
@@ -191,11 +196,115 @@ def list_(what) -> None:
             for bench in load_suite(suite).benchmarks.values():
                 click.echo(f"{suite + '/' + bench.name:24s} {bench.source} -> {', '.join(bench.targets)}: "
                            f"{bench.description}")
+    elif what == "datasets":
+        from kdbench.data.real.catalog import DATASETS
+
+        for name, spec in DATASETS.items():
+            click.echo(f"{name:16s} {len(spec.classes):2d} classes  {spec.title}")
+    elif what == "models":
+        from kdbench.models.zoo import MODELS
+
+        for name in MODELS.names():
+            spec = MODELS.get(name)
+            click.echo(f"{name:16s} {spec.arch:4s} {spec.pretrain:10s} {spec.description}")
     else:
         from kdbench.data.domains import DOMAINS
 
         for name, domain in DOMAINS.items():
             click.echo(f"{name:16s} {domain.scene:7s} {domain.description}")
+
+
+def _suite_datasets(suite: str, datasets: str | None) -> list[str]:
+    """The datasets named by ``--datasets``, or every real dataset the suite's benchmarks read."""
+    from kdbench.data.real.catalog import get_dataset
+    from kdbench.data.sources import is_real
+    from kdbench.suite import load_suite
+
+    if datasets:
+        names = _csv(datasets) or []
+        for name in names:
+            get_dataset(name)
+        return names
+    loaded = load_suite(suite)
+    names = list(dict.fromkeys(d for b in loaded.benchmarks.values() for d in b.domains if is_real(d)))
+    if not names:
+        raise UserError(f"suite {loaded.name!r} reads no real datasets (its domains are synthetic)")
+    return names
+
+
+def _paths(assignments: tuple[str, ...]) -> dict[str, str]:
+    paths = {}
+    for assignment in assignments:
+        name, sep, folder = assignment.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise UserError(f"--path {assignment!r} must look like DATASET=FOLDER")
+        paths[name.strip()] = folder.strip()
+    return paths
+
+
+def _data_options(fn):
+    options = [
+        click.option("--suite", default="dg5", show_default=True, help="Check the datasets this suite reads."),
+        click.option("--datasets", help="Comma-separated dataset names instead (see `kdbench list datasets`)."),
+        click.option("--data-root", type=click.Path(file_okay=False), default="", help="Root folder of the data."),
+        click.option("--path", "paths", multiple=True, metavar="DATASET=FOLDER",
+                     help="A dataset's folder, overriding DATA_ROOT/<its default folder>. Repeatable."),
+        click.option("--cache", type=click.Path(file_okay=False),
+                     help="Folder of prepared (converted) datasets. Default: $KDBENCH_DATA_CACHE or "
+                          "~/.cache/kdbench/data."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _cache(cache: str | None) -> Path:
+    from kdbench.config import Config
+    from kdbench.data.real.access import data_cache_dir
+
+    cfg = Config()
+    cfg.data.cache_dir = cache or ""
+    return data_cache_dir(cfg)
+
+
+@cli.group()
+def data() -> None:
+    """Real datasets: check what is on disk; prepare (convert) what needs converting."""
+
+
+@data.command()
+@_data_options
+@click.option("--limit", type=click.IntRange(min=1), help="Read only the first N files of each split.")
+@user_errors
+def check(suite, datasets, data_root, paths, cache, limit) -> None:
+    """Say per dataset what was found (image and label counts against the official split sizes) and name every
+    problem; train nothing, write nothing. Exit status 1 if any dataset has an error."""
+    from kdbench.data.real.check import check_datasets, format_reports
+
+    if not data_root and not paths:
+        raise UserError("give --data-root DIR (or --path DATASET=FOLDER for each dataset)")
+    reports = check_datasets(_suite_datasets(suite, datasets), Path(data_root), _cache(cache), _paths(paths),
+                             limit=limit)
+    click.echo(format_reports(reports))
+    if not all(r.ok for r in reports):
+        raise SystemExit(1)
+
+
+@data.command()
+@_data_options
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Conversion processes.")
+@user_errors
+def prepare(suite, datasets, data_root, paths, cache, workers) -> None:
+    """Convert what needs converting (ISPRS tiles to 512 px patches, Mapillary to 19 classes at half resolution)
+    into the cache folder, never into the originals. Safe to interrupt and re-run: done work is skipped."""
+    from kdbench.data.real.prepare import prepare_datasets
+
+    if not data_root and not paths:
+        raise UserError("give --data-root DIR (or --path DATASET=FOLDER for each dataset)")
+    target = _cache(cache)
+    summary = prepare_datasets(_suite_datasets(suite, datasets), Path(data_root), target, _paths(paths),
+                               echo=click.echo, workers=workers)
+    click.echo(f"prepared data: {target.resolve()} ({summary})")
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
 """Typed run configuration, built in layers with clear errors.
 
-Layers, later wins: dataclass defaults, the suite's ``defaults``, the suite's preset (``quick`` or ``full``), the
-user's ``--config`` YAML, command-line options, then ``--set key=value`` overrides. Every key is checked against the
-dataclasses, every value against the field's type; a method's hyper-parameters (``method.<name>.<key>``) are checked
-against that method's ``defaults`` when the methods are resolved.
+Layers, later wins: dataclass defaults, the suite's ``defaults``, the suite's preset (``quick``, ``full``,
+``paper``: as the suite defines), the user's ``--config`` YAML, command-line options, then ``--set key=value``
+overrides. Every key is checked against the dataclasses, every value against the field's type; a method's
+hyper-parameters (``method.<name>.<key>``) are checked against that method's ``defaults`` when the methods are
+resolved.
 """
 
 from __future__ import annotations
@@ -36,10 +37,14 @@ class TrainConfig:
     checkpoint_every: int = 100
     compile: bool = False
     channels_last: bool = False
+    #: per-stage overrides by stage name: ``steps`` or ``epochs`` (passes over the stage's data), ``batch_size``,
+    #: ``lr``, ``schedule``, ``warmup``, ``backbone_lr_mult`` (the paper's stage 1 and stage 2 differ in all of them)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
 class EvalConfig:
+    #: images per evaluated domain: rendered (synthetic), or the first N of the split (real data; 0 = all)
     images: int = 128
     batch_size: int = 64
     protocol: str = "whole"
@@ -47,9 +52,19 @@ class EvalConfig:
 
 @dataclass
 class DataConfig:
+    """``image_size``: the training crop (synthetic: the rendered size). ``train_images``: synthetic images
+    rendered per source, or on real data the first N of the source split (0 = all). ``root``: the real datasets'
+    root folder (``--data-root``); ``paths``: per-dataset folders overriding ``root/<default folder>``;
+    ``cache_dir``: where ``kdbench data prepare`` writes converted datasets; ``proxy_root``: a folder of unlabelled
+    images standing in for ImageNet (GKD's stage 1a on real data); ``workers``: data-loading processes."""
+
     image_size: int = 32
     train_images: int = 1024
     root: str = ""
+    paths: dict[str, str] = field(default_factory=dict)
+    cache_dir: str = ""
+    proxy_root: str = ""
+    workers: int = 4
 
 
 @dataclass
@@ -96,6 +111,11 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     method: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the decode head of students and teachers: ``light`` (synthetic suites), ``mask2former`` (the paper's) or
+    #: ``mask2former-tiny`` (a CPU-sized Mask2Former for tests)
+    head: str = "light"
+    #: weight files of models that load from a file, by model name (``weights.dinov2-l=/w/dinov2_vitl14_pretrain.pth``)
+    weights: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,7 +125,7 @@ CHOICES = {
     "train.schedule": ("cosine", "poly", "constant"),
     "train.amp": ("auto", "off", "bf16", "fp16"),
     "device": ("auto", "cpu", "cuda"),
-    "preset": ("quick", "full"),
+    "head": ("light", "mask2former", "mask2former-tiny"),
     "launcher.kind": ("inline", "local", "slurm"),
 }
 
@@ -149,46 +169,75 @@ def apply_set(config: Config, assignment: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        value = raw.strip()  # YAML 1.1 reads on/off/yes/no as booleans; keep the word (e.g. proxy_stage=off)
     _assign(config, key.split("."), value, "--set")
 
 
-def _assign(node: Any, path: list[str], value: Any, source: str) -> None:
-    dotted = ".".join(path)
-    if isinstance(node, dict):  # method hyper-parameters: checked later against each method's defaults
-        head, rest = path[0], path[1:]
-        if not rest:
-            if not isinstance(value, dict):
-                raise UserError(f"{source}: method.{head} must be a mapping of hyper-parameters")
-            node.setdefault(head, {}).update(value)
-        elif len(rest) == 1:
-            node.setdefault(head, {})[rest[0]] = value
-        else:
-            raise UserError(f"{source}: method hyper-parameter keys look like method.<name>.<key>, not {dotted}")
-        return
+#: mapping-valued config keys: what each maps a name to
+MAPPINGS = {"method": "hyper-parameters", "train.stages": "stage settings", "weights": "file", "data.paths": "folder"}
+STAGE_KEYS = {"steps": int, "epochs": float, "batch_size": int, "lr": float, "schedule": str, "warmup": float,
+              "backbone_lr_mult": float}
+
+
+def _assign(node: Any, path: list[str], value: Any, source: str, dotted_node: str = "") -> None:
     fields = {f.name: f for f in dataclasses.fields(node)}
     name = path[0]
     if name not in fields:
         raise UserError(f"{source}: unknown config key {name!r}; valid keys here: {', '.join(fields)}")
     current = getattr(node, name)
+    dotted = f"{dotted_node}.{name}" if dotted_node else name
+    if isinstance(current, dict):
+        _assign_mapping(current, dotted, path[1:], value, source)
+        return
     if len(path) > 1:
-        if not (dataclasses.is_dataclass(current) or isinstance(current, dict)):
-            raise UserError(f"{source}: {name} is a value, not a section, so {dotted} does not exist")
-        _assign(current, path[1:], value, f"{source}: {name}")
+        if not dataclasses.is_dataclass(current):
+            raise UserError(f"{source}: {name} is a value, not a section, so {'.'.join(path)} does not exist")
+        _assign(current, path[1:], value, f"{source}: {name}", dotted)
         return
     if dataclasses.is_dataclass(current):
         if not isinstance(value, dict):
             raise UserError(f"{source}: {name} is a section; set its keys, e.g. {name}.<key>=<value>")
         for key, sub in value.items():
-            _assign(current, [str(key)], sub, f"{source}: {name}")
-        return
-    if isinstance(current, dict):
-        if not isinstance(value, dict):
-            raise UserError(f"{source}: {name} must be a mapping")
-        for key, sub in value.items():
-            _assign(current, [str(key)], sub, f"{source}: {name}")
+            _assign(current, [str(key)], sub, f"{source}: {name}", dotted)
         return
     hint = typing.get_type_hints(type(node))[name]
     setattr(node, name, _check_type(value, hint, f"{source}: {name}"))
+
+
+def _assign_mapping(mapping: dict[str, Any], dotted: str, path: list[str], value: Any, source: str) -> None:
+    """``method.<name>.<key>`` and ``train.stages.<stage>.<key>`` (nested mappings, checked later or here), or
+    ``weights.<model>`` and ``data.paths.<dataset>`` (a string each)."""
+    nested = MAPPINGS[dotted] in ("hyper-parameters", "stage settings")
+    if not path:
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: {dotted} must be a mapping of names to {MAPPINGS[dotted]}")
+        for key, sub in value.items():
+            _assign_mapping(mapping, dotted, [str(key)], sub, source)
+        return
+    head, rest = path[0], path[1:]
+    if not nested:
+        if rest or not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise UserError(f"{source}: {dotted}.{head} must be a {MAPPINGS[dotted]} path")
+        mapping[head] = str(value)
+        return
+    if not rest:
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: {dotted}.{head} must be a mapping of {MAPPINGS[dotted]}")
+        for key, sub in value.items():
+            _assign_mapping(mapping, dotted, [head, str(key)], sub, source)
+        return
+    if len(rest) > 1:
+        raise UserError(f"{source}: keys here look like {dotted}.<name>.<key>, not {dotted}.{'.'.join(path)}")
+    if dotted == "train.stages":
+        if rest[0] not in STAGE_KEYS:
+            raise UserError(f"{source}: {dotted}.{head}.{rest[0]} is not a stage setting; valid: "
+                            f"{', '.join(STAGE_KEYS)}")
+        if value is None:  # null removes a setting a preset made (e.g. epochs, to give steps instead)
+            mapping.get(head, {}).pop(rest[0], None)
+            return
+        value = coerce_scalar(value, STAGE_KEYS[rest[0]], f"{source}: {dotted}.{head}.{rest[0]}")
+    mapping.setdefault(head, {})[rest[0]] = value
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:
@@ -205,12 +254,17 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     return coerce_scalar(value, hint, where)
 
 
+_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
 def coerce_scalar(value: Any, expected: type, where: str) -> Any:
     """``value`` as a bool, int, float or str, or a UserError naming ``where``. Numeric strings count as floats,
     since YAML 1.1 reads ``3e-4`` as a string."""
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if expected is bool and isinstance(value, bool):
         return value
+    if expected is bool and isinstance(value, str) and value.lower() in _WORDS:
+        return _WORDS[value.lower()]
     if expected is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if expected is float and numeric:
@@ -234,13 +288,24 @@ def validate(config: Config) -> None:
         if node not in allowed:
             raise UserError(f"{dotted} must be one of {', '.join(allowed)}, got {node!r}")
     positive = {"train.steps": config.train.steps, "train.batch_size": config.train.batch_size,
-                "eval.images": config.eval.images, "eval.batch_size": config.eval.batch_size,
-                "data.image_size": config.data.image_size, "data.train_images": config.data.train_images,
+                "eval.batch_size": config.eval.batch_size, "data.image_size": config.data.image_size,
                 "launcher.workers": config.launcher.workers, "launcher.timeout_min": config.launcher.timeout_min}
     for key, value in positive.items():
         if value <= 0:
             raise UserError(f"{key} must be positive, got {value}")
-    if config.data.train_images < config.train.batch_size:
+    for key, value in {"eval.images": config.eval.images, "data.train_images": config.data.train_images,
+                       "data.workers": config.data.workers}.items():
+        if value < 0:
+            raise UserError(f"{key} must be 0 or more, got {value}")
+    for stage, settings in config.train.stages.items():
+        for key in ("steps", "epochs", "batch_size", "lr"):
+            if key in settings and settings[key] <= 0:
+                raise UserError(f"train.stages.{stage}.{key} must be positive, got {settings[key]}")
+        if settings.get("schedule", "cosine") not in CHOICES["train.schedule"]:
+            raise UserError(f"train.stages.{stage}.schedule must be one of {', '.join(CHOICES['train.schedule'])}")
+        if "steps" in settings and "epochs" in settings:
+            raise UserError(f"train.stages.{stage} sets both steps and epochs; give one")
+    if 0 < config.data.train_images < config.train.batch_size:
         raise UserError(f"data.train_images ({config.data.train_images}) must be at least train.batch_size "
                         f"({config.train.batch_size})")
     if not config.seeds:

@@ -24,17 +24,19 @@ import torch
 from kdbench.config import Config
 from kdbench.data.domains import get_domain
 from kdbench.data.loaders import StageData
+from kdbench.data.sources import domain_classes, is_real
 from kdbench.data.synthetic import Split, make_split
 from kdbench.engine.distributed import barrier, current, main_process_first
-from kdbench.engine.evaluator import Protocol, evaluate, get_protocol
+from kdbench.engine.evaluator import DomainScore, Protocol, evaluate, evaluate_loader, get_protocol
 from kdbench.engine.resume import ResumePoint, RunCheckpoint
 from kdbench.engine.runtime import Runtime, apply_speed_options, seed_everything
-from kdbench.engine.trainer import TrainingError, train_method
+from kdbench.engine.trainer import TrainingError, stage_config, train_method
 from kdbench.errors import UserError
 from kdbench.method import METHODS, Method
-from kdbench.models.checkpoints import atomic_save, state_digest
+from kdbench.models.checkpoints import atomic_save, file_digest, state_digest
+from kdbench.models.heads import make_head
 from kdbench.models.pretrain import pretrained_backbone, teacher_segmentor
-from kdbench.models.segmentor import LightHead, Segmentor
+from kdbench.models.segmentor import Segmentor
 from kdbench.models.zoo import MODELS, PAIRS, Pair
 from kdbench.resolve import TEACHER
 from kdbench.results import RunDir, git_commit, versions
@@ -68,8 +70,18 @@ def expand(cfg: Config, suite: Suite, benchmarks: list[str], pairs: list[str], m
     return jobs
 
 
-#: train settings that change how a run is carried out, never its result
-NOT_IDENTITY = ("threads", "log_every", "checkpoint_every", "compile", "channels_last")
+#: settings that say how a run is carried out or where its inputs lie, never what it computes
+NOT_IDENTITY = {"train": ("threads", "log_every", "checkpoint_every", "compile", "channels_last"),
+                "data": ("paths", "cache_dir", "workers")}
+#: settings added after runs were recorded: part of a run's identity only when they differ from their default, so
+#: adding them renamed no finished run
+LATER_SETTINGS = {"train": {"stages": {}}, "data": {"proxy_root": ""}}
+
+
+def _section(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    later = LATER_SETTINGS.get(name, {})
+    return {k: v for k, v in values.items()
+            if k not in NOT_IDENTITY.get(name, ()) and not (k in later and v == later[k])}
 
 
 def run_identity(job: Job, cfg: Config, suite: Suite) -> dict[str, Any]:
@@ -77,12 +89,15 @@ def run_identity(job: Job, cfg: Config, suite: Suite) -> dict[str, Any]:
     identity = {"suite": suite.name, "benchmark": job.benchmark.name, "source": job.benchmark.source,
                 "targets": list(job.benchmark.targets), "pair": job.pair.name, "teacher": job.pair.teacher,
                 "student": job.pair.student, "method": job.method, "seed": job.seed, "hparams": job.hparams,
-                "data": vars(cfg.data), "eval": vars(cfg.eval), "pretrain": {
+                "data": _section("data", vars(cfg.data)), "eval": vars(cfg.eval), "pretrain": {
                     k: v for k, v in vars(cfg.pretrain).items() if k != "cache_dir"}}
     if job.method != TEACHER:
-        identity["train"] = {k: v for k, v in vars(cfg.train).items() if k not in NOT_IDENTITY}
+        identity["train"] = _section("train", vars(cfg.train))
+    if cfg.head != "light":
+        identity["head"] = cfg.head
     files = _file_digests({**{f"method.{k}": v for k, v in job.hparams.items()},
-                           "pretrain.teacher_weights": cfg.pretrain.teacher_weights})
+                           "pretrain.teacher_weights": cfg.pretrain.teacher_weights,
+                           **{f"weights.{m}": cfg.weights.get(m, "") for m in (job.pair.teacher, job.pair.student)}})
     if files:
         identity["files"] = files
     return identity
@@ -90,11 +105,8 @@ def run_identity(job: Job, cfg: Config, suite: Suite) -> dict[str, Any]:
 
 def _file_digests(settings: dict[str, Any]) -> dict[str, str]:
     """SHA-256 of every file a setting names, so a run that reads a file is redone when the file changes."""
-    digests = {}
-    for key, value in settings.items():
-        if isinstance(value, str) and value and Path(value).is_file():
-            digests[key] = hashlib.sha256(Path(value).read_bytes()).hexdigest()
-    return digests
+    return {key: file_digest(value) for key, value in settings.items()
+            if isinstance(value, str) and value and Path(value).is_file()}
 
 
 def run_dir(out: Path, job: Job, cfg: Config, suite: Suite) -> RunDir:
@@ -104,7 +116,8 @@ def run_dir(out: Path, job: Job, cfg: Config, suite: Suite) -> RunDir:
 
 
 class Workspace:
-    """What runs of one sweep share in memory: evaluation and training splits, teachers, student backbones."""
+    """What runs of one sweep share in memory: data (synthetic splits or real datasets), teachers, student
+    backbones."""
 
     def __init__(self, cfg: Config, suite: Suite, runtime: Runtime, echo: Callable[[str], None] = print):
         self.cfg, self.suite, self.runtime, self.echo = cfg, suite, runtime, echo
@@ -112,20 +125,52 @@ class Workspace:
         self._splits: dict[tuple[str, str], Split] = {}
         self._teachers: dict[tuple[str, str], Segmentor] = {}
         self._student_backbones: dict[str, torch.nn.Module] = {}
+        self._real = None
         self.digests: dict[object, str] = {}
+
+    @property
+    def real(self):
+        """The sweep's real datasets (``kdbench.data.real.access.RealData``), opened on first use."""
+        if self._real is None:
+            from kdbench.data.real.access import RealData
+
+            self._real = RealData(self.cfg, self.runtime.device, current())
+        return self._real
 
     def split(self, domain: str, split: str) -> Split:
         key = (domain, split)
         if key not in self._splits:
             count = self.cfg.data.train_images if split == "train" else self.cfg.eval.images
+            if count <= 0:
+                raise UserError(f"{'data.train_images' if split == 'train' else 'eval.images'} must be positive "
+                                f"for synthetic domains (0 means 'all' on real datasets only)")
             self._splits[key] = make_split(get_domain(domain), split, count, self.cfg.data.image_size)
         return self._splits[key]
+
+    def stage_data(self, source: str):
+        """Batches of every data kind of a source domain (synthetic or real)."""
+        if is_real(source):
+            return self.real.stage_data(source)
+        domain = get_domain(source)
+        return StageData(self.split(source, "train"), domain.scene, self.cfg.data.image_size, self.runtime.device)
+
+    def score(self, model: Segmentor, domain: str) -> DomainScore:
+        """``model``'s mIoU on ``domain``'s evaluation split under the sweep's protocol."""
+        if is_real(domain):
+            return evaluate_loader(model, self.real.eval_loader(domain), len(domain_classes(domain)),
+                                   self.protocol, self.runtime, desc=f"eval {domain}")
+        return evaluate(model, self.split(domain, "val"), self.protocol, self.cfg.eval.batch_size, self.runtime,
+                        desc=f"eval {domain}")
 
     def teacher(self, pair: Pair, source: str) -> Segmentor:
         key = (pair.teacher, source)
         if key not in self._teachers:
+            batches = None
+            if is_real(source):
+                def batches(batch_size: int):
+                    return self.stage_data(source).batches("source", batch_size, seed=0)
             self._teachers[key], _ = teacher_segmentor(MODELS.get(pair.teacher), self.cfg, self.suite.target_domains,
-                                                       source, self.runtime, self.echo)
+                                                       source, self.runtime, self.echo, batches)
             self.digests[key] = state_digest(self._teachers[key])
         return self._teachers[key]
 
@@ -137,7 +182,7 @@ class Workspace:
             self.digests[pair.student] = state_digest(self._student_backbones[pair.student])
         backbone = self._student_backbones[pair.student]
         torch.manual_seed(seed)
-        return Segmentor(copy.deepcopy(backbone), LightHead(backbone.level_channels, num_classes)
+        return Segmentor(copy.deepcopy(backbone), make_head(self.cfg.head, backbone, num_classes)
                          ).to(self.runtime.device)
 
 
@@ -151,7 +196,6 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
     if ws.runtime.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ws.runtime.device)
     bench = job.benchmark
-    source = get_domain(bench.source)
     with main_process_first():
         teacher = ws.teacher(job.pair, bench.source)
     info: dict[str, Any] = {"train_steps": 0, "stages": []}
@@ -159,23 +203,26 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
         model, prepare = teacher, time.perf_counter() - start
     else:
         with main_process_first():
-            student = ws.student(job.pair, len(source.classes), job.seed)
+            student = ws.student(job.pair, len(domain_classes(bench.source)), job.seed)
         prepare = time.perf_counter() - start  # shared, cached work (pretraining), not the method's cost
         method: Method = METHODS.get(job.method)(teacher, student, **job.hparams).to(ws.runtime.device)
         method.pair_kind = job.pair.kind
         apply_speed_options(method, cfg.train)
-        data = StageData(ws.split(bench.source, "train"), source.scene, cfg.data.image_size, ws.runtime.device)
+        data = ws.stage_data(bench.source)
 
         def save_stage(stage) -> None:
             atomic_save({"stage": stage.name, "student": method.student.state_dict(),
                          "method": {k: v for k, v in method.state_dict().items() if not k.startswith("student.")}},
                         rd.path / f"stage-{stage.name}.pt")
 
-        results = train_method(method, lambda st: data.batches(st.data, cfg.train.batch_size, job.seed), cfg.train,
-                               ws.runtime, log=rd.log_metrics if ranks.is_main else None,
+        def batches_for(stage):
+            return data.batches(stage.data, stage_config(stage, cfg.train, data.size).batch_size, job.seed)
+
+        results = train_method(method, batches_for, cfg.train, ws.runtime,
+                               log=rd.log_metrics if ranks.is_main else None,
                                on_stage_end=save_stage if ranks.is_main else None,
                                checkpoint=RunCheckpoint(rd.path, cfg.train.checkpoint_every, writer=ranks.is_main),
-                               resume=resume, metrics_lines=rd.metrics_count, dist_info=ranks)
+                               resume=resume, metrics_lines=rd.metrics_count, dist_info=ranks, data_size=data.size)
         info = {"train_steps": sum(r.steps for r in results),
                 "stages": [{"name": r.name, "steps": r.steps, "wall_s": round(r.wall_s, 2)} for r in results],
                 "extra_params": method.extra_parameter_count()}
@@ -183,8 +230,7 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
     train_wall = time.perf_counter() - start
     if not ranks.is_main:  # rank 0 evaluates and writes
         return []
-    scores = {d: evaluate(model, ws.split(d, "val"), ws.protocol, cfg.eval.batch_size, ws.runtime, desc=f"eval {d}")
-              for d in bench.domains}
+    scores = {d: ws.score(model, d) for d in bench.domains}
     peak = (torch.cuda.max_memory_allocated(ws.runtime.device) if ws.runtime.device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     common = {
@@ -204,7 +250,7 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return [{**common, "domain": d, "role": "source" if d == bench.source else "target", "miou": round(s.miou, 3),
-             "per_class_iou": dict(zip(get_domain(d).classes, s.per_class_iou, strict=True)), "images": s.images}
+             "per_class_iou": dict(zip(domain_classes(d), s.per_class_iou, strict=True)), "images": s.images}
             for d, s in scores.items()]
 
 

@@ -153,9 +153,12 @@ class Method(nn.Module):
 
     @staticmethod
     def task_loss(student_out: SegOutput, batch: Batch) -> torch.Tensor:
-        """Pixel-wise cross-entropy at the input resolution, ignoring label 255."""
+        """The decode head's training loss: pixel-wise cross-entropy at the input resolution ignoring label 255,
+        or, for a head with its own loss (Mask2Former: matched class, mask and dice terms), the sum of its terms."""
         if batch.labels is None:
             raise RuntimeError("task loss needs labels; this stage's data has none")
+        if student_out.head_loss is not None:
+            return sum(student_out.head_loss(batch.labels).values())
         return F.cross_entropy(student_out.logits.float(), batch.labels, ignore_index=IGNORE_INDEX)
 
 

@@ -33,6 +33,7 @@ def resolve_config(config_file: str | None = None, options: dict[str, Any] | Non
         raise UserError(f"suite {suite.name!r} has no preset {probe.preset!r}; presets: {', '.join(suite.presets)}")
 
     cfg = Config()
+    cfg.eval.protocol = suite.protocol
     merge(cfg, suite.defaults, f"suite {suite.name} defaults")
     merge(cfg, suite.presets[probe.preset], f"suite {suite.name} preset {probe.preset}")
     merge(cfg, user, str(config_file))
@@ -78,12 +79,25 @@ def check_compatible(methods: list[str], pairs: list[str]) -> None:
 
 
 def check_teacher_weights(cfg: Config, pairs: list[str]) -> None:
-    """A ``pretrain.teacher_weights`` file must load into every selected pair's teacher, checked before any work."""
-    if not cfg.pretrain.teacher_weights:
-        return
+    """Before any work: every selected real model has its ``weights.<model>`` file, and a
+    ``pretrain.teacher_weights`` file loads into every selected pair's (synthetic) teacher."""
     from kdbench.models.checkpoints import load_weights
     from kdbench.models.zoo import MODELS
 
+    for model in dict.fromkeys(m for p in pairs for m in (PAIRS.get(p).teacher, PAIRS.get(p).student)):
+        if MODELS.get(model).pretrain != "file":
+            continue
+        path = cfg.weights.get(model, "")
+        if not path:
+            raise UserError(f"model {model} loads its weights from a file: set weights.{model}=PATH (e.g. --set "
+                            f"weights.{model}=/weights/<official checkpoint>)")
+        if not Path(path).is_file():
+            raise UserError(f"weights.{model}: weights file {path} does not exist")
+    unknown = sorted(set(cfg.weights) - set(MODELS.names()))
+    if unknown:
+        raise UserError(f"weights.{unknown[0]}: unknown model; models: {', '.join(MODELS.names())}")
+    if not cfg.pretrain.teacher_weights:
+        return
     for teacher in dict.fromkeys(PAIRS.get(p).teacher for p in pairs):
         load_weights(MODELS.get(teacher).build_backbone(cfg.data.image_size), cfg.pretrain.teacher_weights)
 

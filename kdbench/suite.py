@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.config import read_yaml
-from kdbench.data.domains import get_domain
+from kdbench.data.sources import check_domain
 from kdbench.errors import UserError
 from kdbench.models.zoo import PAIRS
 
@@ -72,7 +72,7 @@ def parse_suite(data: dict[str, Any], where: str) -> Suite:
             raise UserError(f"suite {where}: benchmark {name!r} needs a source and a list of targets")
         bench = Benchmark(name, spec["source"], tuple(spec["targets"]), spec.get("description", ""))
         for domain in bench.domains:
-            get_domain(domain)
+            check_domain(domain)
         benchmarks[name] = bench
     pairs = tuple(need("pairs", list))
     PAIRS.resolve(list(pairs))

@@ -24,6 +24,10 @@ class StageData:
     def batches(self, kind: str, batch_size: int, seed: int) -> BatchStream:
         return BatchStream(self, kind, batch_size, seed)
 
+    def size(self, kind: str) -> int:
+        """Images in one epoch of ``kind`` (the proxy stream is endless; its nominal epoch is the source's)."""
+        return len(self.train)
+
 
 class BatchStream:
     """An endless iterator of one stage's batches whose position can be saved and restored (``state_dict``), so a

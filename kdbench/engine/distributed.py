@@ -88,8 +88,8 @@ def check_batch(batch_size: int, info: DistInfo) -> None:
 
 
 def shard(batch: Batch, info: DistInfo) -> Batch:
-    """This process's contiguous slice of the global batch."""
-    if not info.enabled:
+    """This process's contiguous slice of the global batch (a batch its loader already sharded stays as it is)."""
+    if not info.enabled or batch.meta.get("sharded"):
         return batch
     size = batch.images.shape[0] // info.world
     part = slice(info.rank * size, (info.rank + 1) * size)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kdbench.data.synthetic import Split, to_float
@@ -18,24 +20,32 @@ from kdbench.models.segmentor import Segmentor
 @dataclass(frozen=True)
 class Protocol:
     """How predictions are made: ``whole`` image at native resolution, or ``slide`` windows of ``crop`` pixels
-    every ``stride`` pixels whose logits are averaged where windows overlap (mmseg's slide mode)."""
+    every ``stride`` pixels whose logits are averaged where windows overlap (mmseg's slide mode). With
+    ``test_resize`` each real dataset's image is first resized to that dataset's test scale (keep ratio) and the
+    logits resized back to the label's resolution (GKD/Rein's test pipeline, datasets.md §0); synthetic images
+    have no test scale."""
 
     name: str
     mode: str
     crop: int = 0
     stride: int = 0
+    test_resize: bool = False
     description: str = ""
 
     def caption(self) -> str:
         if self.mode == "whole":
             return f"{self.name}: whole-image inference at native resolution, single scale, no flip"
-        return f"{self.name}: sliding window {self.crop}px, stride {self.stride}px, single scale, no flip"
+        resize = ("each dataset's test resize (keep ratio), " if self.test_resize else "")
+        scored = ", scored at label resolution" if self.test_resize else ""
+        return (f"{self.name}: {resize}sliding window {self.crop}px, stride {self.stride}px, single scale, "
+                f"no flip{scored}")
 
 
 PROTOCOLS = {p.name: p for p in [
     Protocol("whole", "whole", description="whole image, native resolution"),
     Protocol("slide-24", "slide", crop=24, stride=16, description="sliding 24px window, stride 16 (tests)"),
-    Protocol("gkd-512", "slide", crop=512, stride=341, description="GKD/Rein: 512 window, stride 341"),
+    Protocol("gkd-512", "slide", crop=512, stride=341, test_resize=True,
+             description="GKD/Rein: per-dataset test resize, 512 window, stride 341, scored at label resolution"),
 ]}
 
 
@@ -59,22 +69,26 @@ def predict_logits(model: Segmentor, images: torch.Tensor, protocol: Protocol) -
     return slide_logits(model, images, protocol.crop, protocol.stride)
 
 
-def slide_logits(model: Segmentor, images: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
-    """Average logits of ``crop``-pixel windows placed every ``stride`` pixels (the last window flush with the
-    border); images smaller than a window are scored whole."""
+def slide_logits(model: Segmentor, images: torch.Tensor, crop: int, stride: int, windows_per_pass: int = 8
+                 ) -> torch.Tensor:
+    """Average logits of ``crop``-pixel windows placed every ``stride`` pixels (mmseg's slide mode: the last
+    window flush with the border); images smaller than a window are scored whole. Windows go through the model
+    ``windows_per_pass`` at a time (all windows of an image share one size), which changes no result."""
     b, _, h, w = images.shape
     ch, cw = min(crop, h), min(crop, w)
     rows = max(math.ceil((h - ch) / stride), 0) + 1
     cols = max(math.ceil((w - cw) / stride), 0) + 1
+    boxes = [(min(r * stride, h - ch), min(c * stride, w - cw)) for r in range(rows) for c in range(cols)]
     logits = None
     counts = torch.zeros(1, 1, h, w, device=images.device)
-    for r in range(rows):
-        for c in range(cols):
-            y0, x0 = min(r * stride, h - ch), min(c * stride, w - cw)
-            out = model(images[:, :, y0:y0 + ch, x0:x0 + cw]).logits.float()
-            if logits is None:
-                logits = torch.zeros(b, out.shape[1], h, w, device=images.device)
-            logits[:, :, y0:y0 + ch, x0:x0 + cw] += out
+    for first in range(0, len(boxes), windows_per_pass):
+        group = boxes[first:first + windows_per_pass]
+        crops = torch.cat([images[:, :, y0:y0 + ch, x0:x0 + cw] for y0, x0 in group])
+        out = model(crops).logits.float()
+        if logits is None:
+            logits = torch.zeros(b, out.shape[1], h, w, device=images.device)
+        for i, (y0, x0) in enumerate(group):
+            logits[:, :, y0:y0 + ch, x0:x0 + cw] += out[i * b:(i + 1) * b]
             counts[:, :, y0:y0 + ch, x0:x0 + cw] += 1
     return logits / counts
 
@@ -96,3 +110,24 @@ def evaluate(model: Segmentor, split: Split, protocol: Protocol, batch_size: int
         per_class_iou=[None if math.isnan(v) else round(100 * float(v), 3) for v in ious],
         images=len(split), confusion=confusion,
     )
+
+
+@torch.inference_mode()
+def evaluate_loader(model: Segmentor, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
+                    protocol: Protocol, runtime: Runtime, desc: str = "eval") -> DomainScore:
+    """Score real images one at a time: logits of the (test-resized) image, resized bilinearly to its label's
+    resolution, argmax; confusion summed over the split (mmseg's ``IoUMetric`` per dataset)."""
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    images = 0
+    for image, label in tqdm(loader, desc=desc, leave=False, disable=None):
+        image = image.to(runtime.device, non_blocking=True)
+        with runtime.autocast():
+            logits = predict_logits(model, image, protocol)
+        logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+        confusion += confusion_matrix(logits.argmax(1), label.to(logits.device).long(), num_classes).cpu()
+        images += image.shape[0]
+    ious = iou_per_class(confusion)
+    return DomainScore(miou=100 * mean_iou(confusion),
+                       per_class_iou=[None if math.isnan(v) else round(100 * float(v), 3) for v in ious],
+                       images=images, confusion=confusion)

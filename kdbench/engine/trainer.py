@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import gc
+import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -124,6 +125,25 @@ def set_trainable(method: Method, stage: Stage) -> None:
                 p.requires_grad_(on)
 
 
+def stage_config(stage: Stage, cfg: TrainConfig, data_size: Callable[[str], int] | None = None) -> TrainConfig:
+    """The train settings of one stage: ``train.stages.<stage name>`` overrides first (``steps``, or ``epochs``
+    over the stage's data of ``data_size(stage.data)`` images; ``batch_size``, ``lr``, ``schedule``, ``warmup``,
+    ``backbone_lr_mult``), then the method's own ``Stage.steps`` / ``Stage.lr``, then the run's settings."""
+    own = cfg.stages.get(stage.name, {})
+    batch = own.get("batch_size", cfg.batch_size)
+    if "steps" in own:
+        steps = own["steps"]
+    elif "epochs" in own:
+        if data_size is None:
+            raise TrainingError(f"train.stages.{stage.name}.epochs needs the size of the stage's data, unknown here")
+        steps = max(1, math.ceil(own["epochs"] * data_size(stage.data) / batch))
+    else:
+        steps = stage.steps if stage.steps is not None else cfg.steps
+    return replace(cfg, steps=steps, batch_size=batch, lr=own.get("lr", stage.lr if stage.lr is not None else cfg.lr),
+                   schedule=own.get("schedule", cfg.schedule), warmup=own.get("warmup", cfg.warmup),
+                   backbone_lr_mult=own.get("backbone_lr_mult", cfg.backbone_lr_mult), stages={})
+
+
 def stage_groups(method: Method, stage: Stage, cfg: TrainConfig) -> list[dict]:
     base = stage.lr if stage.lr is not None else cfg.lr
     named = {}
@@ -142,14 +162,15 @@ def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cf
                  runtime: Runtime, log: LogFn | None = None,
                  on_stage_end: Callable[[Stage], None] | None = None,
                  checkpoint: RunCheckpoint | None = None, resume: ResumePoint | None = None,
-                 metrics_lines: Callable[[], int] | None = None, dist_info: DistInfo | None = None
-                 ) -> list[StageResult]:
+                 metrics_lines: Callable[[], int] | None = None, dist_info: DistInfo | None = None,
+                 data_size: Callable[[str], int] | None = None) -> list[StageResult]:
     """Run every stage of ``method``. The teacher stays frozen in eval mode and runs under inference mode, and
     only when the stage uses it. With ``checkpoint``, the whole training state is saved every
     ``checkpoint.every`` steps and at each stage end (``kdbench.engine.resume``); ``resume`` (a state it saved,
     loaded by the caller) is where an interrupted run goes on; ``metrics_lines`` counts the log lines written so
     far. With ``dist_info`` of several processes, each stage trains through DistributedDataParallel
-    (``kdbench.engine.distributed``)."""
+    (``kdbench.engine.distributed``). Each stage trains with :func:`stage_config`'s settings (``batches_for``
+    must serve that stage's batch size); ``data_size`` counts a data kind's images for epoch-based stages."""
     distributed = dist_info is not None and dist_info.enabled
     if distributed:
         sync_batchnorm(method, runtime.device.type)
@@ -173,10 +194,11 @@ def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cf
         if point is not None and index < point.stage:
             continue
         set_trainable(method, stage)
-        groups = stage_groups(method, stage, cfg)
+        stage_cfg = stage_config(stage, cfg, data_size)
+        groups = stage_groups(method, replace(stage, lr=stage_cfg.lr), stage_cfg)
         if not groups:
             raise TrainingError(f"stage {stage.name!r} of {method.registered_name!r} has nothing to train")
-        steps = stage.steps if stage.steps is not None else cfg.steps
+        steps = stage_cfg.steps
         batches = batches_for(stage)
         start, resume_state, elapsed = 0, None, 0.0
         if point is not None and index == point.stage:
@@ -197,8 +219,8 @@ def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cf
         if distributed:
             ddp = _ddp(method, step_fn, runtime)
             step_fn = _sharded(ddp, dist_info)
-        last = train_steps(step_fn, groups, batches, steps, cfg, runtime, stage.name, log, start, resume_state,
-                           save, distributed)
+        last = train_steps(step_fn, groups, batches, steps, stage_cfg, runtime, stage.name, log, start,
+                           resume_state, save, distributed)
         if ddp is not None:  # its gradient hooks must be gone before the next stage builds its own
             del ddp, step_fn
             gc.collect()

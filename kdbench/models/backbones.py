@@ -35,11 +35,15 @@ class ViTBackbone(nn.Module):
     kind = "vit"
 
     def __init__(self, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
-                 out_indices: tuple[int, ...] | None = None, mlp_ratio: float = 4.0):
+                 out_indices: tuple[int, ...] | None = None, mlp_ratio: float = 4.0,
+                 init_values: float | None = None):
+        """``init_values`` turns on LayerScale (``ls1``/``ls2.gamma`` per block, as DINOv2); None (the default)
+        builds blocks without it, as DeiT and every synthetic model."""
         super().__init__()
         self.vit = VisionTransformer(
             img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
             mlp_ratio=mlp_ratio, num_classes=0, class_token=True, global_pool="token", dynamic_img_size=True,
+            init_values=init_values,
         )
         self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
         self.out_indices = tuple(out_indices) if out_indices else _spread(depth, 4)

@@ -78,6 +78,23 @@ def _few(keys: list[str], n: int = 3) -> str:
     return shown + (f" (and {len(keys) - n} more)" if len(keys) > n else "")
 
 
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, computed once per process for each (path, size, mtime)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                digest.update(chunk)
+        _FILE_DIGESTS[key] = digest.hexdigest()
+    return _FILE_DIGESTS[key]
+
+
 def state_digest(module: nn.Module) -> str:
     """A short SHA-256 of ``module``'s weights and buffers (names, shapes, bytes): the fingerprint records carry,
     so runs trained from differently pretrained models can be told apart."""

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,12 +23,15 @@ import torch
 from kdbench.config import Config
 from kdbench.data.domains import get_domain
 from kdbench.data.loaders import StageData
+from kdbench.data.sources import domain_classes
 from kdbench.data.synthetic import PretrainStream, make_split, to_float
 from kdbench.engine.optim import param_groups
 from kdbench.engine.runtime import Runtime
 from kdbench.engine.trainer import train_steps
+from kdbench.errors import UserError
 from kdbench.method import Batch, Method
-from kdbench.models.checkpoints import atomic_save, load_weights
+from kdbench.models.checkpoints import atomic_save, file_digest, load_weights
+from kdbench.models.heads import make_head
 from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench.models.zoo import ModelSpec
 
@@ -54,9 +58,28 @@ def backbone_key(spec: ModelSpec, cfg: Config, excluded: list[str]) -> str:
                         "excluded": sorted(excluded) if spec.pretrain == "randomised" else []})
 
 
+def file_backbone(spec: ModelSpec, cfg: Config, runtime: Runtime) -> tuple[torch.nn.Module, str]:
+    """A real model's backbone from the weight file named by ``weights.<model>`` (official DINOv2 / DeiT / timm
+    formats, resampled to the run's image size by ``kdbench.models.weights``)."""
+    from kdbench.models.weights import load_pretrained
+
+    path = cfg.weights.get(spec.name, "")
+    if not path:
+        raise UserError(f"model {spec.name} loads its weights from a file: set weights.{spec.name}=PATH "
+                        f"(e.g. --set weights.{spec.name}=/weights/<file>.pth)")
+    if not Path(path).is_file():
+        raise UserError(f"weights.{spec.name}: weights file {path} does not exist")
+    backbone = spec.build_backbone(cfg.data.image_size)
+    load_pretrained(spec, backbone, path)
+    return backbone.to(runtime.device), content_key({"file": file_digest(path), "size": cfg.data.image_size})
+
+
 def pretrained_backbone(spec: ModelSpec, cfg: Config, excluded: list[str], runtime: Runtime,
                         notify: Notify = print) -> tuple[torch.nn.Module, str]:
-    """The backbone of ``spec`` after its pretraining, from the cache or trained now (and cached)."""
+    """The backbone of ``spec`` after its pretraining, from the cache or trained now (and cached); a real model's
+    from its weight file."""
+    if spec.pretrain == "file":
+        return file_backbone(spec, cfg, runtime)
     key = backbone_key(spec, cfg, excluded)
     path = cache_dir(cfg) / f"backbone-{spec.name}-{key}.pt"
     backbone = spec.build_backbone(cfg.data.image_size)
@@ -88,9 +111,11 @@ def pretrained_backbone(spec: ModelSpec, cfg: Config, excluded: list[str], runti
 
 
 def teacher_segmentor(spec: ModelSpec, cfg: Config, excluded: list[str], source: str, runtime: Runtime,
-                      notify: Notify = print) -> tuple[Segmentor, str]:
-    """The teacher for a benchmark: its backbone (pretrained, or loaded from ``pretrain.teacher_weights``),
-    frozen, with a decode head trained on ``source``; both cached."""
+                      notify: Notify = print, source_batches: Callable[[int], Iterator[Batch]] | None = None
+                      ) -> tuple[Segmentor, str]:
+    """The teacher for a benchmark: its backbone (pretrained, loaded from ``pretrain.teacher_weights``, or a real
+    model's weight file), frozen, with a decode head (``cfg.head``) trained on ``source``; the head is cached.
+    ``source_batches(batch_size)`` serves the labelled source batches (default: the synthetic source split)."""
     if cfg.pretrain.teacher_weights:
         backbone = spec.build_backbone(cfg.data.image_size)
         load_weights(backbone, cfg.pretrain.teacher_weights)
@@ -99,31 +124,45 @@ def teacher_segmentor(spec: ModelSpec, cfg: Config, excluded: list[str], source:
                             "mtime": Path(cfg.pretrain.teacher_weights).stat().st_mtime_ns})
     else:
         backbone, bkey = pretrained_backbone(spec, cfg, excluded, runtime, notify)
-    domain = get_domain(source)
-    key = content_key({"backbone": bkey, "source": source, "steps": cfg.pretrain.head_steps,
-                       "batch": cfg.pretrain.batch_size, "lr": cfg.pretrain.lr, "size": cfg.data.image_size,
-                       "train_images": cfg.data.train_images})
+    classes = domain_classes(source)
+    payload = {"backbone": bkey, "source": source, "steps": cfg.pretrain.head_steps,
+               "batch": cfg.pretrain.batch_size, "lr": cfg.pretrain.lr, "size": cfg.data.image_size,
+               "train_images": cfg.data.train_images}
+    if cfg.head != "light":
+        payload["head"] = cfg.head
+    if spec.pretrain == "file":
+        payload["schedule"] = [cfg.train.schedule, cfg.train.warmup]
+    key = content_key(payload)
     path = cache_dir(cfg) / f"teacher-{spec.name}-{source}-{key}.pt"
+    head_only = spec.pretrain == "file"  # a real backbone is its weight file; only the head is worth caching
     torch.manual_seed(0)
-    teacher = Segmentor(backbone, LightHead(backbone.level_channels, len(domain.classes))).to(runtime.device)
+    teacher = Segmentor(backbone, make_head(cfg.head, backbone, len(classes))).to(runtime.device)
     if path.is_file():
-        load_weights(teacher, path)
+        load_weights(teacher.head if head_only else teacher, path)
     else:
         notify(f"training the {spec.name} teacher's head on {source} for {cfg.pretrain.head_steps} steps (once)")
         for p in backbone.parameters():
             p.requires_grad_(False)
         backbone.eval()
         teacher.head.train()
-        train = make_split(domain, "train", cfg.data.train_images, cfg.data.image_size)
-        data = StageData(train, domain.scene, cfg.data.image_size, runtime.device)
+        if source_batches is None:
+            domain = get_domain(source)
+            train = make_split(domain, "train", cfg.data.train_images, cfg.data.image_size)
+            data = StageData(train, domain.scene, cfg.data.image_size, runtime.device)
+            batches = data.batches("source", cfg.pretrain.batch_size, seed=0)
+        else:
+            batches = source_batches(cfg.pretrain.batch_size)
 
         def step(batch: Batch) -> dict[str, torch.Tensor]:
             return {"task": Method.task_loss(teacher(batch.images), batch)}
 
         groups = param_groups({"head": (list(teacher.head.parameters()), cfg.pretrain.lr)}, cfg.train.weight_decay)
-        train_steps(step, groups, data.batches("source", cfg.pretrain.batch_size, seed=0), cfg.pretrain.head_steps,
-                    _pretrain_train_cfg(cfg), runtime, f"teacher head {spec.name} on {source}")
-        atomic_save(teacher.state_dict(), path)
+        train_cfg = _pretrain_train_cfg(cfg)
+        if spec.pretrain == "file":  # the paper's teacher row: the head trained with stage 2's schedule
+            train_cfg = replace(train_cfg, schedule=cfg.train.schedule, warmup=cfg.train.warmup)
+        train_steps(step, groups, batches, cfg.pretrain.head_steps, train_cfg, runtime,
+                    f"teacher head {spec.name} on {source}")
+        atomic_save((teacher.head if head_only else teacher).state_dict(), path)
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -131,7 +170,5 @@ def teacher_segmentor(spec: ModelSpec, cfg: Config, excluded: list[str], source:
 
 
 def _pretrain_train_cfg(cfg: Config):
-    from dataclasses import replace
-
     return replace(cfg.train, warmup=0.05, schedule="cosine", grad_clip=1.0, backbone_lr_mult=1.0,
                    log_every=max(1, cfg.train.log_every))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,9 @@ class SegOutput:
     num_prefix: int = 0
     blocks: list[torch.Tensor] | None = None
     grid: tuple[int, int] | None = None
+    #: the head's own training loss on this output, for heads that have one (Mask2Former's matched set loss):
+    #: ``labels (B×H×W) -> named terms``; ``None`` means pixel-wise cross-entropy on ``logits``
+    head_loss: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = field(default=None, repr=False)
 
     @property
     def patch_tokens(self) -> torch.Tensor | None:
@@ -58,7 +63,10 @@ class LightHead(nn.Module):
 
 
 class Segmentor(nn.Module):
-    """A backbone with a decode head. Freezing is a property of the training stage, not of this class."""
+    """A backbone with a decode head. Freezing is a property of the training stage, not of this class.
+
+    A head returns B×K×h×w class scores, or an output object with such ``logits`` and a ``loss(output, labels)``
+    method of the head (Mask2Former); the scores are upsampled bilinearly to the input size either way."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
@@ -72,9 +80,12 @@ class Segmentor(nn.Module):
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None, with_logits: bool = True
                 ) -> SegOutput:
         out: BackboneOutput = self.backbone(images, mask=mask)
-        logits = None
+        logits, head_loss = None, None
         if with_logits:
-            logits = F.interpolate(self.head(out.features), size=images.shape[-2:], mode="bilinear",
-                                   align_corners=False)
+            head_out = self.head(out.features)
+            scores = head_out if isinstance(head_out, torch.Tensor) else head_out.logits
+            if not isinstance(head_out, torch.Tensor):
+                head_loss = partial(self.head.loss, head_out)
+            logits = F.interpolate(scores, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return SegOutput(logits=logits, features=out.features, tokens=out.tokens, num_prefix=out.num_prefix,
-                         blocks=out.blocks, grid=out.grid)
+                         blocks=out.blocks, grid=out.grid, head_loss=head_loss)

@@ -4,6 +4,12 @@ Synthetic models mirror the paper's roles at CPU scale. ``synth-vit-b`` is the "
 pretrained by kdbench on a broad domain-randomised stream. ``synth-vit-s`` is a smaller foundation student (as
 DINOv2-S, for F2F); ``synth-deit-s`` has the same architecture but is pretrained only on a narrow proxy distribution
 (as DeiT-S on ImageNet, for F2L), so the two pair kinds differ in the student's pretraining data alone.
+
+Real models (``pretrain="file"``) are the paper's networks (gkd.md §3.1, §6), read from local official weight files
+by ``kdbench.models.weights.load_pretrained`` according to their ``weights_format``. The ViTs are DINOv2-style timm
+ViTs at patch 16 (DINOv2's 14x14 kernel is resampled, gkd.md §3.1) built at the run's image size (512 in the paper:
+a 32x32 grid; other sizes still run, timm resamples the position embedding); the stage-2 readout taps blocks
+[3, 5, 7, 11] of 12-block models and [7, 11, 15, 23] of ViT-L, un-normalised (gkd.md §4).
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from kdbench.models.backbones import CNNBackbone, ViTBackbone
 from kdbench.registry import Registry
 
 PRETRAIN_KINDS = {"randomised": "broad domain-randomised stream (foundation)",
-                  "proxy": "narrow proxy distribution (local, as ImageNet)"}
+                  "proxy": "narrow proxy distribution (local, as ImageNet)",
+                  "file": "official pretrained weights from a local file (models/weights.py)"}
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,9 @@ class ModelSpec:
     pretrain: str
     description: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    #: for ``pretrain="file"`` models, how ``weights.load_pretrained`` reads their file: "dinov2", "deit" or
+    #: "timm-cnn"; None for the synthetic models
+    weights_format: str | None = None
 
     def build_backbone(self, image_size: int) -> nn.Module:
         if self.arch == "vit":
@@ -49,8 +59,9 @@ MODELS: Registry[ModelSpec] = Registry("model")
 PAIRS: Registry[Pair] = Registry("pair")
 
 
-def _model(name: str, arch: str, pretrain: str, description: str, **kwargs: Any) -> None:
-    MODELS.register(name)(ModelSpec(name, arch, pretrain, description, kwargs))
+def _model(name: str, arch: str, pretrain: str, description: str, weights_format: str | None = None,
+           **kwargs: Any) -> None:
+    MODELS.register(name)(ModelSpec(name, arch, pretrain, description, kwargs, weights_format))
 
 
 def _pair(name: str, teacher: str, student: str, kind: str, description: str) -> None:
@@ -78,3 +89,45 @@ _pair("f2l", "synth-vit-b", "synth-deit-s", "F2L", "foundation ViT-B -> local Vi
 _pair("tiny-f2f", "tiny-vit-b", "tiny-vit-s", "F2F", "tiny foundation -> tiny foundation, for tests")
 _pair("tiny-f2l", "tiny-vit-b", "tiny-deit-s", "F2L", "tiny foundation -> tiny local ViT, for tests")
 _pair("tiny-f2l-cnn", "tiny-vit-b", "tiny-resnet", "F2L", "tiny foundation -> tiny local CNN, for tests")
+
+# The paper's networks (gkd.md §3.1, §6), loaded from local official weight files (kdbench/models/weights.py).
+_READOUT = {12: (3, 5, 7, 11), 24: (7, 11, 15, 23)}  # stage-2 blocks read out per depth, gkd.md §4
+
+
+def _dinov2(size: str, width: int, heads: int, depth: int) -> None:
+    """DINOv2 ViT (LayerScale, qkv bias, LN eps 1e-6, CLS token, no registers) at patch 16; the LayerScale init
+    value is DINOv2's 1e-5, overwritten by the file's gammas."""
+    _model(f"dinov2-{size}", "vit", "file", f"DINOv2 ViT-{size.upper()}/14 (dinov2_vit{size}14_pretrain.pth) at "
+           f"patch 16: {width}-d, {heads} heads, {depth} blocks", "dinov2", embed_dim=width, num_heads=heads,
+           depth=depth, patch_size=16, init_values=1e-5, out_indices=_READOUT[depth])
+
+
+def _deit(size: str, title: str, width: int, heads: int) -> None:
+    """DeiT student as GKD uses it: the distilled checkpoint in a DINOv2-style ViT without LayerScale, CLS token
+    only (the dist token and its position embedding are dropped, as GKD's distillation_models_deit.py does)."""
+    _model(f"deit-{size}", "vit", "file", f"DeiT-{size.upper()}/16 distilled (deit_{title}_distilled_patch16_224), "
+           f"CLS token only: {width}-d, {heads} heads, 12 blocks", "deit", embed_dim=width, num_heads=heads,
+           depth=12, patch_size=16, out_indices=_READOUT[12])
+
+
+_dinov2("s", 384, 6, 12)
+_dinov2("b", 768, 12, 12)
+_dinov2("l", 1024, 16, 24)
+_deit("s", "small", 384, 6)
+_deit("b", "base", 768, 12)
+_model("resnet50", "cnn", "file", "ResNet-50 (timm resnet50 or torchvision weights), 4 stages at strides 4-32",
+       "timm-cnn", timm_name="resnet50", out_indices=(1, 2, 3, 4))
+
+_pair("f2f-dinov2-l-b", "dinov2-l", "dinov2-b", "F2F", "DINOv2-L -> DINOv2-B (gkd.md §6)")
+_pair("f2f-dinov2-b-s", "dinov2-b", "dinov2-s", "F2F", "DINOv2-B -> DINOv2-S (gkd.md §6)")
+_pair("f2l-dinov2-l-deit-b", "dinov2-l", "deit-b", "F2L", "DINOv2-L -> DeiT-B (gkd.md §6, Table 1)")
+_pair("f2l-dinov2-b-deit-s", "dinov2-b", "deit-s", "F2L", "DINOv2-B -> DeiT-S (gkd.md §6, Table 1)")
+_pair("f2l-dinov2-b-resnet50", "dinov2-b", "resnet50", "F2L",
+      "DINOv2-B -> ResNet-50 (a CNN student; GKD's release has none, gkd.md §6)")
+
+# Tiny models in the real formats, for tests and the GPU smoke script's CPU twin: same loaders, tiny widths.
+_model("tiny-dinov2", "vit", "file", "tiny DINOv2-format ViT for tests (32-d, 4 blocks, patch 16)", "dinov2",
+       embed_dim=32, num_heads=2, depth=4, patch_size=16, init_values=1e-5)
+_model("tiny-deit", "vit", "file", "tiny DeiT-format ViT for tests (16-d, 4 blocks, patch 16)", "deit",
+       embed_dim=16, num_heads=2, depth=4, patch_size=16)
+_pair("tiny-real-f2l", "tiny-dinov2", "tiny-deit", "F2L", "tiny DINOv2-format -> tiny DeiT-format, for tests")

@@ -1,0 +1,111 @@
+"""What a sweep reads of the real datasets: sample lists (found once), training streams, evaluation loaders."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from kdbench.config import Config
+from kdbench.data.real.catalog import DatasetSpec, get_dataset
+from kdbench.data.real.files import dataset_root, list_samples, read_image, read_label
+from kdbench.data.real.streams import (
+    EvalImages,
+    ImageItem,
+    RealBatchStream,
+    TrainImages,
+    eval_loader,
+    proxy_items,
+)
+from kdbench.data.synthetic import stable_seed
+from kdbench.engine.distributed import DistInfo
+from kdbench.errors import UserError
+
+
+def data_cache_dir(cfg: Config) -> Path:
+    """Where ``kdbench data prepare`` writes converted datasets: ``data.cache_dir``, ``$KDBENCH_DATA_CACHE``, or
+    ``~/.cache/kdbench/data``."""
+    root = cfg.data.cache_dir or os.environ.get("KDBENCH_DATA_CACHE") or Path.home() / ".cache" / "kdbench" / "data"
+    return Path(root)
+
+
+class RealData:
+    """The real datasets of one sweep, rooted at ``data.root`` (per-dataset ``data.paths`` overrides, converted
+    datasets in :func:`data_cache_dir`)."""
+
+    def __init__(self, cfg: Config, device: torch.device, info: DistInfo):
+        if not cfg.data.root and not cfg.data.paths:
+            raise UserError("this suite reads real datasets: give --data-root DIR (or data.root / data.paths.<name>)")
+        self.cfg, self.device, self.info = cfg, device, info
+        self._items: dict[tuple[str, str], list[ImageItem]] = {}
+
+    def spec(self, name: str) -> DatasetSpec:
+        return get_dataset(name)
+
+    def items(self, name: str, split: str, limit: int = 0) -> list[ImageItem]:
+        """The split's (image, label) files in sorted order, the first ``limit`` of them (0 = all)."""
+        key = (name, split)
+        if key not in self._items:
+            spec = self.spec(name)
+            root = dataset_root(spec, Path(self.cfg.data.root), self.cfg.data.paths, data_cache_dir(self.cfg))
+            if spec.prepared:
+                _refuse_unfinished(name, root, data_cache_dir(self.cfg))
+            samples = list_samples(spec, root, split)
+            if not samples:
+                raise UserError(f"dataset {name}: no images in its {split} split under {root}")
+            self._items[key] = [ImageItem(s.image, s.label) for s in samples]
+        items = self._items[key]
+        return items[:limit] if limit else items
+
+    def train_items(self, name: str, kind: str) -> list[ImageItem]:
+        if kind == "proxy":
+            return proxy_items(self.cfg.data.proxy_root)
+        spec = self.spec(name)
+        return self.items(name, spec.train_split, self.cfg.data.train_images)
+
+    def stage_data(self, source: str) -> RealStageData:
+        return RealStageData(self, source)
+
+    def eval_loader(self, name: str) -> DataLoader:
+        spec = self.spec(name)
+        split = spec.eval_split
+        dataset = EvalImages(self.items(name, split, self.cfg.eval.images), read_image, partial(read_label, spec),
+                             tuple(spec.test_scale) if spec.test_scale else None)
+        return eval_loader(dataset, self.cfg.data.workers, self.device)
+
+
+class RealStageData:
+    """The real counterpart of :class:`kdbench.data.loaders.StageData`: batches of each data kind of a source."""
+
+    def __init__(self, data: RealData, source: str):
+        self.data, self.source = data, source
+
+    def size(self, kind: str) -> int:
+        """How many images one epoch of ``kind`` holds (for epoch-based stage lengths)."""
+        return len(self.data.train_items(self.source, kind))
+
+    def batches(self, kind: str, batch_size: int, seed: int) -> RealBatchStream:
+        spec = self.data.spec(self.source)
+        cfg = self.data.cfg
+        labelled = kind == "source"
+        dataset = TrainImages(self.data.train_items(self.source, kind), read_image, partial(read_label, spec),
+                              cfg.data.image_size, labelled, stable_seed("augment", seed, kind),
+                              scale_base=spec.train_scale_base)
+        return RealBatchStream(dataset, batch_size, stable_seed("real", seed, kind), self.data.device,
+                               cfg.data.workers, self.data.info)
+
+
+def _refuse_unfinished(name: str, root: Path, cache: Path) -> None:
+    """A conversion that ``kdbench data prepare`` started in ``root`` but never finished (killed mid-way) would
+    silently give a subset of the data: refuse it by name."""
+    from kdbench.data.real import prepare_io
+    from kdbench.data.real.prepare import prepared_folder
+
+    folder = prepared_folder(name, cache)
+    marker = prepare_io.done_marker(folder)
+    if root.resolve() == folder.resolve() and marker.parent.is_dir() and not marker.is_file():
+        raise UserError(f"dataset {name}: the conversion in {folder} was interrupted; run `kdbench data prepare` "
+                        f"again to finish it")
