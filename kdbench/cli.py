@@ -82,7 +82,14 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
     from kdbench.engine.runtime import resolve_runtime
     from kdbench.launch import expand, run_sweep
     from kdbench.report.document import TABLE_FORMATS, write_report
-    from kdbench.resolve import check_compatible, check_teacher_weights, check_writable, resolve_config, selections
+    from kdbench.resolve import (
+        check_compatible,
+        check_data_root,
+        check_teacher_weights,
+        check_writable,
+        resolve_config,
+        selections,
+    )
 
     seed_list = None
     if seeds is not None:
@@ -108,6 +115,7 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
     echo = click.echo if info.is_main else _silent
     check_compatible(method_names, pair_names)
     check_teacher_weights(cfg, pair_names)
+    check_data_root(cfg, suite_obj, bench_names)
     out_dir = Path(cfg.out)
     check_writable(out_dir)
     jobs = expand(cfg, suite_obj, bench_names, pair_names, method_names)

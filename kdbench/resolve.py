@@ -102,6 +102,16 @@ def check_teacher_weights(cfg: Config, pairs: list[str]) -> None:
         load_weights(MODELS.get(teacher).build_backbone(cfg.data.image_size), cfg.pretrain.teacher_weights)
 
 
+def check_data_root(cfg: Config, suite: Suite, benchmarks: list[str]) -> None:
+    """A sweep over real datasets needs to know where they are, checked before any work."""
+    from kdbench.data.sources import is_real
+
+    real = [d for b in benchmarks for d in suite.benchmarks[b].domains if is_real(d)]
+    if real and not cfg.data.root and not cfg.data.paths:
+        raise UserError(f"suite {suite.name} reads real datasets ({', '.join(dict.fromkeys(real))}): give "
+                        f"--data-root DIR (or data.root / data.paths.<dataset>)")
+
+
 def check_writable(out: Path) -> None:
     """Create ``out`` if needed and prove a file can be written there, or fail naming the folder."""
     try:

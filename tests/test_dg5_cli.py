@@ -131,3 +131,12 @@ def test_dg5_run_without_weights_or_data_is_a_one_line_error(data, tmp_path):
     wrong = invoke("run", "--suite", "dg5", "--data-root", str(root), "--pairs", "tiny-real-f2l", "--out",
                    str(tmp_path), "--set", "weights.tiny-dinov2=/nonexistent.pth")
     assert wrong.exit_code == 1 and "weights file /nonexistent.pth does not exist" in wrong.output
+
+
+def test_dg5_run_without_a_data_root_stops_before_any_work(weights, tmp_path):
+    args = ["run", "--suite", "dg5", "--pairs", "tiny-real-f2l", "--out", str(tmp_path / "out")]
+    for s in weights:
+        args += ["--set", s]
+    result = invoke(*args)
+    assert result.exit_code == 1 and "give --data-root DIR" in result.output
+    assert not (tmp_path / "out" / "dg5").exists()
