@@ -267,12 +267,9 @@ def _data_options(fn):
 
 
 def _cache(cache: str | None) -> Path:
-    from kdbench.config import Config
     from kdbench.data.real.access import data_cache_dir
 
-    cfg = Config()
-    cfg.data.cache_dir = cache or ""
-    return data_cache_dir(cfg)
+    return data_cache_dir(cache or "")
 
 
 @cli.group()

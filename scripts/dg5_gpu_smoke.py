@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 from kdbench.models.zoo import PAIRS
-from kdbench.suite import load_suite
 from kdbench.testing.fixtures import make_all
 from kdbench.testing.weights import write_official_weights
 
@@ -97,5 +96,4 @@ def table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    load_suite("dg5")
     main()

@@ -104,12 +104,15 @@ def evaluate(model: Segmentor, split: Split, protocol: Protocol, batch_size: int
         with runtime.autocast():
             pred = predict_logits(model, images, protocol).argmax(1)
         confusion += confusion_matrix(pred, split.labels[start:start + batch_size].to(pred.device), k)
+    return domain_score(confusion, len(split))
+
+
+def domain_score(confusion: torch.Tensor, images: int) -> DomainScore:
+    """mIoU and per-class IoU (in %) from a domain's summed confusion matrix."""
     ious = iou_per_class(confusion)
-    return DomainScore(
-        miou=100 * mean_iou(confusion),
-        per_class_iou=[None if math.isnan(v) else round(100 * float(v), 3) for v in ious],
-        images=len(split), confusion=confusion,
-    )
+    return DomainScore(miou=100 * mean_iou(confusion),
+                       per_class_iou=[None if math.isnan(v) else round(100 * float(v), 3) for v in ious],
+                       images=images, confusion=confusion)
 
 
 @torch.inference_mode()
@@ -127,7 +130,4 @@ def evaluate_loader(model: Segmentor, loader: Iterable[tuple[torch.Tensor, torch
         logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
         confusion += confusion_matrix(logits.argmax(1), label.to(logits.device).long(), num_classes).cpu()
         images += image.shape[0]
-    ious = iou_per_class(confusion)
-    return DomainScore(miou=100 * mean_iou(confusion),
-                       per_class_iou=[None if math.isnan(v) else round(100 * float(v), 3) for v in ious],
-                       images=images, confusion=confusion)
+    return domain_score(confusion, images)

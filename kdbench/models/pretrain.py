@@ -67,10 +67,8 @@ def file_backbone(spec: ModelSpec, cfg: Config, runtime: Runtime) -> tuple[torch
     if not path:
         raise UserError(f"model {spec.name} loads its weights from a file: set weights.{spec.name}=PATH "
                         f"(e.g. --set weights.{spec.name}=/weights/<file>.pth)")
-    if not Path(path).is_file():
-        raise UserError(f"weights.{spec.name}: weights file {path} does not exist")
     backbone = spec.build_backbone(cfg.data.image_size)
-    load_pretrained(spec, backbone, path)
+    load_pretrained(spec, backbone, path)  # a missing or unfitting file is a UserError naming it
     return backbone.to(runtime.device), content_key({"file": file_digest(path), "size": cfg.data.image_size})
 
 

@@ -25,10 +25,10 @@ from kdbench.engine.distributed import DistInfo
 from kdbench.errors import UserError
 
 
-def data_cache_dir(cfg: Config) -> Path:
-    """Where ``kdbench data prepare`` writes converted datasets: ``data.cache_dir``, ``$KDBENCH_DATA_CACHE``, or
-    ``~/.cache/kdbench/data``."""
-    root = cfg.data.cache_dir or os.environ.get("KDBENCH_DATA_CACHE") or Path.home() / ".cache" / "kdbench" / "data"
+def data_cache_dir(setting: str = "") -> Path:
+    """Where ``kdbench data prepare`` writes converted datasets: ``setting`` (``data.cache_dir``, ``--cache``),
+    ``$KDBENCH_DATA_CACHE``, or ``~/.cache/kdbench/data``."""
+    root = setting or os.environ.get("KDBENCH_DATA_CACHE") or Path.home() / ".cache" / "kdbench" / "data"
     return Path(root)
 
 
@@ -40,7 +40,9 @@ class RealData:
         if not cfg.data.root and not cfg.data.paths:
             raise UserError("this suite reads real datasets: give --data-root DIR (or data.root / data.paths.<name>)")
         self.cfg, self.device, self.info = cfg, device, info
+        self.cache = data_cache_dir(cfg.data.cache_dir)
         self._items: dict[tuple[str, str], list[ImageItem]] = {}
+        self._proxy: list[ImageItem] | None = None
 
     def spec(self, name: str) -> DatasetSpec:
         return get_dataset(name)
@@ -50,9 +52,9 @@ class RealData:
         key = (name, split)
         if key not in self._items:
             spec = self.spec(name)
-            root = dataset_root(spec, Path(self.cfg.data.root), self.cfg.data.paths, data_cache_dir(self.cfg))
+            root = dataset_root(spec, Path(self.cfg.data.root), self.cfg.data.paths, self.cache)
             if spec.prepared:
-                _refuse_unfinished(name, root, data_cache_dir(self.cfg))
+                _refuse_unfinished(name, root, self.cache)
             samples = list_samples(spec, root, split)
             if not samples:
                 raise UserError(f"dataset {name}: no images in its {split} split under {root}")
@@ -61,8 +63,10 @@ class RealData:
         return items[:limit] if limit else items
 
     def train_items(self, name: str, kind: str) -> list[ImageItem]:
-        if kind == "proxy":
-            return proxy_items(self.cfg.data.proxy_root)
+        if kind == "proxy":  # listed once: an ImageNet folder holds over a million files
+            if self._proxy is None:
+                self._proxy = proxy_items(self.cfg.data.proxy_root)
+            return self._proxy
         spec = self.spec(name)
         return self.items(name, spec.train_split, self.cfg.data.train_images)
 

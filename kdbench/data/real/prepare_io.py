@@ -149,28 +149,27 @@ class Plan:
         return digest([self.version, self.params, unit.split, [s.fingerprint for s in unit.sources]])
 
 
-def save_atomic(image: Image.Image, path: Path, fmt: str, **params: Any) -> None:
-    """Saves ``image`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` to a temporary file in ``path``'s folder (named so :func:`remove_temporaries` finds it after a
+    kill), then ``os.replace`` it onto ``path``; the temporary file never outlives a failure."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
     try:
-        image.save(tmp, format=fmt, **params)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def save_atomic(image: Image.Image, path: Path, fmt: str, **params: Any) -> None:
+    """Saves ``image`` to ``path`` atomically."""
+    replace_atomically(path, lambda tmp: image.save(tmp, format=fmt, **params))
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, sort_keys=True)))
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -18,21 +18,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from kdbench.data.real.labels import colours_to_index, encoding
 from kdbench.data.real.prepare_io import MissingInputs, Plan, Source, Unit, Writer, list_folder, list_zip
 from kdbench.errors import UserError
 
 VERSION = 1
 
-#: raw label colours (R, G, B); the position is the output index (mmseg's table, datasets.md §9)
-ISPRS_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0),  # boundary / void
-    (255, 255, 255),  # impervious surfaces
-    (0, 0, 255),  # building
-    (0, 255, 255),  # low vegetation
-    (0, 255, 0),  # tree
-    (255, 255, 0),  # car
-    (255, 0, 0),  # clutter / background
-)
+#: raw label colours (R, G, B); the position is the output index (mmseg's table, datasets.md §9; the catalog's
+#: ``isprs-ann`` encoding)
+ISPRS_COLOURS: tuple[tuple[int, int, int], ...] = encoding("isprs-ann").raw_colours
 
 POTSDAM_SPLITS: dict[str, tuple[str, ...]] = {
     "train": ("2_10", "2_11", "2_12", "3_10", "3_11", "3_12", "4_10", "4_11", "4_12", "5_10", "5_11", "5_12",
@@ -77,11 +71,8 @@ def clip_boxes(width: int, height: int, clip: int) -> list[tuple[int, int, int, 
 
 def colour_to_index(rgb: np.ndarray) -> np.ndarray:
     """H×W×3 uint8 ISPRS colour label -> H×W uint8 index 0..6; colours outside the table -> 0."""
-    packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
-    out = np.zeros(packed.shape, np.uint8)
-    for index, (r, g, b) in enumerate(ISPRS_COLOURS):
-        out[packed == ((r << 16) | (g << 8) | b)] = index
-    return out
+    index = colours_to_index(rgb, ISPRS_COLOURS)
+    return np.where(index < 0, 0, index).astype(np.uint8)
 
 
 def _find(raw_dir: Path, name: str, what: str, folders: Sequence[str], zips: Sequence[str], pattern: re.Pattern[str],

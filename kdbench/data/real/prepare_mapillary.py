@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from kdbench.data.real.labels import class_table, encoding
 from kdbench.data.real.prepare_io import MissingInputs, Plan, Unit, Writer, file_source
 from kdbench.errors import UserError
 
@@ -24,16 +25,12 @@ VERSION = 1
 IGNORE = 255
 
 #: the 19 Cityscapes train classes as the rule compares them (lower case, no spaces)
-CITYSCAPES_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "trafficlight", "trafficsign",
-                    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
-                    "bicycle")
+CITYSCAPES_NAMES = tuple(name.replace(" ", "") for name in class_table("cityscapes19").classes)
 
-#: Mapillary v1.2 class id -> Cityscapes train id (datasets.md §6, the 66-entry LUT)
-MAPILLARY_TO_CITYSCAPES: tuple[int, ...] = (
-    255, 255, 1, 4, 255, 255, 3, 0, 0, 1, 0, 1, 255, 0, 0, 1, 255, 2, 255, 11, 12, 12, 12, 0, 0, 255, 255, 10, 255,
-    9, 8, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 5, 5, 7, 5, 6, 7, 7, 255, 18, 255, 15, 13,
-    255, 17, 16, 255, 255, 14, 255, 255, 255, 255,
-)
+#: Mapillary v1.2 class id -> Cityscapes train id (datasets.md §6, the 66-entry LUT; the catalog's ``mapillary-v12``
+#: encoding, which the rule below must reproduce from a dataset's own config.json)
+MAPPING = encoding("mapillary-v12")
+MAPILLARY_TO_CITYSCAPES: tuple[int, ...] = tuple(MAPPING.lut)
 EXPECTED = {"val": 2000}
 
 # substring rules tried in order after an exact class-name match (GKD/Rein ``mapillary2cityscape.py``)
@@ -122,9 +119,7 @@ def convert_image(unit: Unit, writer: Writer) -> int:
         raise UserError(f"{label_source.describe()}: mode {label.mode}, expected a palettised PNG of class ids")
     if label.size != image.size:
         raise UserError(f"{label_source.describe()}: size {label.size} differs from its image {image.size}")
-    lut = np.full(256, IGNORE, np.uint8)
-    lut[: len(MAPILLARY_TO_CITYSCAPES)] = MAPILLARY_TO_CITYSCAPES
-    train_ids = Image.fromarray(lut[np.asarray(label)])
+    train_ids = Image.fromarray(MAPPING.to_train_ids(np.asarray(label)))
     half = (image.width // 2, image.height // 2)
     writer.save(f"half/val_img/{unit.key}.jpg", image.resize(half, Image.Resampling.BICUBIC), "JPEG")
     writer.save(f"half/val_label/{unit.key}.png", train_ids.resize(half, Image.Resampling.NEAREST), "PNG")
