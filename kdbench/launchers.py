@@ -4,12 +4,14 @@ or as SLURM jobs. The last two go through submitit (Meta's job-submission librar
 Every launcher hands out runs, not sweeps: the runs still to do are split into groups, each group runs
 ``run_sweep`` on its own, and every run keeps its own directory, identity and skip/resume logic. Re-launching a
 sweep therefore skips finished runs and resumes interrupted ones, whatever launcher ran them before. Before
-``local`` workers start, this process fills the pretraining cache once, so the workers only read it.
+``local`` workers start, this process fills the pretraining cache once, so the workers only read it. Each ``local``
+worker gets its own ``launcher.gpus_per_job`` GPUs (its ``CUDA_VISIBLE_DEVICES``), or none on CPU.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,8 @@ def run_group(jobs: list[Job], cfg: Config, suite: Suite, out: str) -> dict[str,
     from kdbench.engine.runtime import resolve_runtime
 
     runtime = resolve_runtime(cfg.device, cfg.train.amp, cfg.train.threads)
+    print(f"kdbench: worker on {runtime.device.type} "
+          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})", flush=True)
     return run_sweep(jobs, cfg, suite, runtime, Path(out), lambda line: print(line, flush=True))
 
 
@@ -51,12 +55,66 @@ def executor_parameters(cfg: Config) -> dict[str, Any]:
     return params
 
 
-def groups_of(jobs: list[Job], cfg: Config) -> list[list[Job]]:
-    """``local``: round-robin over the workers; ``slurm``: one run per job."""
+def groups_of(jobs: list[Job], cfg: Config, workers: int | None = None) -> list[list[Job]]:
+    """``local``: round-robin over ``workers`` (``launcher.workers`` when not given); ``slurm``: one run per job."""
     if cfg.launcher.kind == "slurm":
         return [[job] for job in jobs]
-    workers = min(cfg.launcher.workers, len(jobs))
+    workers = min(cfg.launcher.workers if workers is None else workers, len(jobs))
     return [jobs[i::workers] for i in range(workers)]
+
+
+def visible_gpus(count: int, cuda_visible_devices: str | None) -> list[int]:
+    """Physical indices of the ``count`` GPUs this process sees, read through its ``CUDA_VISIBLE_DEVICES``."""
+    if count <= 0:
+        return []
+    if cuda_visible_devices is None:
+        return list(range(count))
+    listed = [entry.strip() for entry in cuda_visible_devices.split(",")][:count]
+    if not all(entry.isdigit() for entry in listed):
+        raise UserError(f"launcher.kind=local hands out GPUs by index, but CUDA_VISIBLE_DEVICES="
+                        f"{cuda_visible_devices} names them otherwise; list indices (e.g. 0,1) or use --device cpu")
+    return [int(entry) for entry in listed]
+
+
+def worker_gpus(workers: int, cfg: Config, visible: Sequence[int]) -> list[list[int]]:
+    """The GPUs of each ``local`` worker, disjoint: ``launcher.gpus_per_job`` each, as many workers (up to
+    ``workers``) as ``visible`` has room for; no GPU for any worker with ``device=cpu`` or no GPU visible."""
+    per_job = cfg.launcher.gpus_per_job
+    if cfg.device == "cpu" or not visible or per_job <= 0:
+        return [[] for _ in range(workers)]
+    if per_job > len(visible):
+        raise UserError(f"launcher.gpus_per_job={per_job}, but only {len(visible)} GPU(s) are visible here")
+    return [list(visible[i * per_job:(i + 1) * per_job]) for i in range(min(workers, len(visible) // per_job))]
+
+
+def local_gpus(workers: int, cfg: Config, echo: Echo) -> list[list[int]]:
+    """``worker_gpus`` for the GPUs this process sees, echoed on one line."""
+    import torch
+
+    visible = [] if cfg.device == "cpu" else visible_gpus(torch.cuda.device_count(),
+                                                          os.environ.get("CUDA_VISIBLE_DEVICES"))
+    gpus = worker_gpus(workers, cfg, visible)
+    if not any(gpus):
+        echo(f"kdbench: {len(gpus)} local worker(s) on cpu")
+    else:
+        fewer = (f" (launcher.workers={cfg.launcher.workers}, launcher.gpus_per_job={cfg.launcher.gpus_per_job}, "
+                 f"{len(visible)} GPU(s) visible)" if len(gpus) < workers else "")
+        shares = "; ".join(f"worker {i}: GPU {','.join(map(str, ids))}" for i, ids in enumerate(gpus))
+        echo(f"kdbench: {len(gpus)} local worker(s), {shares}{fewer}")
+    return gpus
+
+
+def submit_local(groups: list[list[Job]], gpus: list[list[int]], cfg: Config, suite: Suite, out: Path) -> list[Any]:
+    """One submitit local job per group, each with its own ``CUDA_VISIBLE_DEVICES`` (submitit's ``visible_gpus``,
+    which ``AutoExecutor`` does not pass on, and which a batch would set once for all its jobs)."""
+    import submitit
+
+    executor = submitit.LocalExecutor(folder=out / ".submitit" / "%j")
+    submitted = []
+    for group, ids in zip(groups, gpus, strict=True):
+        executor.update_parameters(**executor_parameters(cfg), gpus_per_node=len(ids), visible_gpus=tuple(ids))
+        submitted.append(executor.submit(run_group, group, cfg, suite, str(out)))
+    return submitted
 
 
 def prepare_caches(jobs: list[Job], cfg: Config, suite: Suite, echo: Echo) -> None:
@@ -81,14 +139,19 @@ def dispatch(jobs: list[Job], cfg: Config, suite: Suite, out: Path, echo: Echo) 
     if not pending:
         return Dispatch({"done": 0, "skipped": skipped, "failed": 0}, [], True)
     kind = cfg.launcher.kind
+    gpus: list[list[int]] = []
     if kind == "local":
+        gpus = local_gpus(min(cfg.launcher.workers, len(pending)), cfg, echo)
         prepare_caches(pending, cfg, suite, echo)
-    groups = groups_of(pending, cfg)
+    groups = groups_of(pending, cfg, len(gpus) if kind == "local" else None)
     try:
-        executor = submitit.AutoExecutor(folder=out / ".submitit" / "%j", cluster=kind)
-        executor.update_parameters(**executor_parameters(cfg))
-        with executor.batch():
-            submitted = [executor.submit(run_group, group, cfg, suite, str(out)) for group in groups]
+        if kind == "local":
+            submitted = submit_local(groups, gpus, cfg, suite, out)
+        else:
+            executor = submitit.AutoExecutor(folder=out / ".submitit" / "%j", cluster=kind)
+            executor.update_parameters(**executor_parameters(cfg))
+            with executor.batch():
+                submitted = [executor.submit(run_group, group, cfg, suite, str(out)) for group in groups]
     except Exception as exc:  # no sbatch on this machine, a refused partition, ...
         raise UserError(f"launcher.kind={kind}: submitting the runs failed: {' '.join(str(exc).split())[:300]}"
                         ) from exc

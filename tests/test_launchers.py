@@ -1,5 +1,5 @@
 """Sweeps through submitit: local workers give the records an inline sweep gives, a re-launch skips finished runs,
-and SLURM parameters come from the config."""
+each local worker gets its own GPUs, and SLURM parameters come from the config."""
 
 import json
 import shutil
@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from kdbench.cli import cli
 from kdbench.config import Config
-from kdbench.launchers import executor_parameters, groups_of
+from kdbench.errors import UserError
+from kdbench.launchers import executor_parameters, groups_of, local_gpus, visible_gpus, worker_gpus
 
 ARGS = ["run", "--suite", "smoke", "--benchmarks", "game2real", "--pairs", "tiny-f2f", "--methods",
         "student-only,kd", "--seeds", "0,1", "--set", "train.threads=1"]
@@ -47,6 +48,47 @@ def test_slurm_parameters_and_groups():
     assert groups_of(list(range(5)), cfg) == [[0], [1], [2], [3], [4]]
     cfg.launcher.kind, cfg.launcher.workers = "local", 2
     assert groups_of(list(range(5)), cfg) == [[0, 2, 4], [1, 3]] and "slurm_partition" not in executor_parameters(cfg)
+    assert groups_of(list(range(5)), cfg, 1) == [[0, 1, 2, 3, 4]]
+
+
+def test_local_workers_get_disjoint_gpus(monkeypatch):
+    cfg = Config()
+    assert visible_gpus(0, None) == [] and worker_gpus(2, cfg, []) == [[], []]
+    assert visible_gpus(4, None) == [0, 1, 2, 3] and worker_gpus(2, cfg, [0, 1, 2, 3]) == [[0], [1]]
+    cfg.launcher.gpus_per_job = 2
+    assert worker_gpus(3, cfg, [0, 1, 2, 3]) == [[0, 1], [2, 3]]
+    cfg.launcher.gpus_per_job = 1
+    assert visible_gpus(2, "2,5") == [2, 5] and worker_gpus(2, cfg, visible_gpus(2, "2,5")) == [[2], [5]]
+    with pytest.raises(UserError, match="CUDA_VISIBLE_DEVICES=GPU-1f2e"):
+        visible_gpus(1, "GPU-1f2e")
+    cfg.launcher.gpus_per_job = 3
+    with pytest.raises(UserError, match=r"launcher.gpus_per_job=3, but only 2 GPU\(s\) are visible"):
+        worker_gpus(2, cfg, [0, 1])
+    cfg.device = "cpu"
+    assert worker_gpus(2, cfg, [0, 1, 2, 3]) == [[], []]
+    cfg.device, cfg.launcher.gpus_per_job, cfg.launcher.workers = "auto", 1, 3
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    lines: list[str] = []
+    assert local_gpus(3, cfg, lines.append) == [[2], [5]]
+    assert lines == ["kdbench: 2 local worker(s), worker 0: GPU 2; worker 1: GPU 5 (launcher.workers=3, "
+                     "launcher.gpus_per_job=1, 2 GPU(s) visible)"]
+
+
+def test_each_local_worker_sees_its_own_gpu(tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("PYTORCH_NVML_BASED_CUDA_CHECK", raising=False)
+    out = tmp_path / "out"
+    result = invoke("run", "--suite", "smoke", "--benchmarks", "game2real", "--pairs", "tiny-f2f", "--methods",
+                    "student-only", "--seeds", "0", "--set", "train.threads=1", "--out", str(out),
+                    "--launcher", "local", "--set", "launcher.workers=2")
+    assert result.exit_code == 0, result.output
+    assert "2 local worker(s), worker 0: GPU 0; worker 1: GPU 1" in result.output
+    assert "2 run(s) done, 0 skipped, 0 failed" in result.output
+    logs = "".join(p.read_text() for p in (out / ".submitit").rglob("*_log.out"))
+    assert sorted(line for line in logs.splitlines() if line.startswith("kdbench: worker on")) == [
+        "kdbench: worker on cpu (CUDA_VISIBLE_DEVICES=0)", "kdbench: worker on cpu (CUDA_VISIBLE_DEVICES=1)"]
 
 
 @pytest.mark.skipif(shutil.which("sbatch") is not None, reason="a real SLURM cluster is here")
