@@ -7,9 +7,6 @@ their medians is the overhead (target: at most 1.05 on CPU). Run:
 ``.venv/bin/pytest benchmarks/test_overhead.py --benchmark-enable -s``; docs/performance.md lists the figures.
 """
 
-import statistics
-import time
-
 import pytest
 import torch
 from torch import nn
@@ -21,6 +18,7 @@ from kdbench.engine.trainer import method_step, set_trainable, stage_groups, tra
 from kdbench.method import METHODS, Batch
 from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench.models.zoo import MODELS, PAIRS
+from kdbench.testing.timing import alternate, medians
 
 SIZE, BATCH, STEPS, ROUNDS = 32, 32, 5, 8
 
@@ -73,21 +71,14 @@ def test_harness_overhead_ratio(benchmark, method_name):
     cfg = TrainConfig(steps=STEPS, batch_size=BATCH, log_every=1, checkpoint_every=0)
     runtime = resolve_runtime("cpu", "off")
     rounds = 1 if benchmark.disabled else ROUNDS
-    harness, bare = [], []
-    kdbench_steps(method, stage, batch, cfg, runtime)  # warm-up for both paths
-    bare_steps(method, stage, batch, cfg)
-    for _ in range(rounds):
-        start = time.perf_counter()
-        kdbench_steps(method, stage, batch, cfg, runtime)
-        harness.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        bare_steps(method, stage, batch, cfg)
-        bare.append(time.perf_counter() - start)
-    ratio = statistics.median(harness) / statistics.median(bare)
+    times = medians(alternate({"kdbench": lambda: kdbench_steps(method, stage, batch, cfg, runtime),
+                               "bare": lambda: bare_steps(method, stage, batch, cfg)}, rounds))
+    harness, bare = times["kdbench"], times["bare"]
+    ratio = harness / bare
     benchmark.extra_info.update({"ratio": round(ratio, 4), "threads": torch.get_num_threads(),
-                                 "harness_step_ms": 1000 * statistics.median(harness) / STEPS,
-                                 "bare_step_ms": 1000 * statistics.median(bare) / STEPS})
-    print(f"\n{method_name}: kdbench {1000 * statistics.median(harness) / STEPS:.1f} ms/step, bare "
-          f"{1000 * statistics.median(bare) / STEPS:.1f} ms/step, ratio {ratio:.3f} "
+                                 "harness_step_ms": 1000 * harness / STEPS,
+                                 "bare_step_ms": 1000 * bare / STEPS})
+    print(f"\n{method_name}: kdbench {1000 * harness / STEPS:.1f} ms/step, bare "
+          f"{1000 * bare / STEPS:.1f} ms/step, ratio {ratio:.3f} "
           f"({torch.get_num_threads()} threads, {rounds} rounds of {STEPS} steps)")
     benchmark.pedantic(kdbench_steps, args=(method, stage, batch, cfg, runtime), rounds=3)
