@@ -140,3 +140,29 @@ def test_dg5_run_without_a_data_root_stops_before_any_work(weights, tmp_path):
     result = invoke(*args)
     assert result.exit_code == 1 and "give --data-root DIR" in result.output
     assert not (tmp_path / "out" / "dg5").exists()
+
+
+def test_a_teacher_file_that_cannot_be_read_fails_its_runs_not_the_sweep(data, weights, tmp_path):
+    root, cache = data
+    good = dict(w.split("=", 1) for w in weights)
+    broken = tmp_path / "truncated.pth"
+    broken.write_bytes(Path(good["weights.tiny-dinov2"]).read_bytes()[:500])
+    out = tmp_path / "results"
+    result = invoke("run", "--suite", "dg5", "--data-root", str(root), "--benchmarks", "potsdam", "--pairs",
+                    "tiny-real-f2l", "--methods", "student-only,cwd", "--seeds", "0", "--out", str(out),
+                    "--set", "head=light", "--set", f"data.cache_dir={cache}", "--set", "data.workers=0",
+                    "--set", "train.steps=2", "--set", "train.batch_size=2", "--set", "pretrain.head_steps=2",
+                    "--set", f"weights.tiny-dinov2={broken}", "--set", f"weights.tiny-deit={good['weights.tiny-deit']}")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    failed = [line for line in result.output.splitlines() if ": FAILED: " in line]
+    assert [line.split(" ", 1)[0] for line in failed] == ["[1/3]", "[2/3]", "[3/3]"]  # every run was tried
+    assert all(f"weights file {broken} could not be read" in line for line in failed)
+    assert "0 run(s) done, 0 skipped, 3 failed" in result.output
+    report = invoke("report", str(out))
+    assert report.exit_code == 0, report.output
+    listed = (out / "report.md").read_text()
+    assert "No finished runs, 3 failed." in listed
+    assert listed.count(f"weights file {broken} could not be read") == 3
+    without_md = invoke("report", str(out), "--format", "csv")
+    assert without_md.exit_code == 1 and "no finished runs" in without_md.output
+    assert "3 failed (first:" in without_md.output

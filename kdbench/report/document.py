@@ -101,13 +101,23 @@ def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] =
     if unknown:
         raise UserError(f"--format: unknown {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
     results = read_results(root)
-    if results.records.empty:
+    if results.records.empty and not results.failures:
         raise UserError(f"no finished runs under {root}")
+    report = Report(out / "report.md" if "md" in formats else None)
+    if results.records.empty:  # every run failed: the report is the list of reasons
+        lines = [f"# kdbench report: {root}", "", f"No finished runs, {len(results.failures)} failed.", "",
+                 *_problems(results, results.records)]
+        if report.markdown is None:
+            raise UserError(f"no finished runs under {root}, {len(results.failures)} failed (first: "
+                            f"{results.failures[0]['run']}: {results.failures[0]['reason']}); add --format md "
+                            "for the list")
+        atomic_write_text(report.markdown, "\n".join(lines))
+        report.files.append(report.markdown)
+        return report
     records = _narrow(results.records, "methods", "method", methods, keep=(TEACHER, STUDENT_ONLY))
     records = _narrow(records, "pairs", "pair", pairs)
     records = _narrow(records, "benchmarks", "benchmark", benchmarks)
     scores = run_scores(records, method_families())
-    report = Report(out / "report.md" if "md" in formats else None)
     lines = [f"# kdbench report: {root}", "",
              f"{scores.run_path.nunique()} finished runs, {len(results.failures)} failed. mIoU (%) of the last "
              "checkpoint, mean ± sample std over seeds (superscript n: a cell with fewer seeds than its row); "
