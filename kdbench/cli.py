@@ -73,7 +73,8 @@ def cli() -> None:
 @click.option("--launcher", type=click.Choice(["inline", "local", "slurm"]),
               help="Where runs execute: inline (default), local (launcher.workers processes), slurm (one job a run).")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Train each run on this many processes (DDP through torchrun; one GPU each on GPUs).")
+              help="Train each run on this many processes (DDP; one GPU each on GPUs): inline through torchrun, "
+                   "with --launcher local/slurm as the tasks of each run's job.")
 @user_errors
 def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root, out, device, sets, launcher, nproc
         ) -> None:
@@ -103,9 +104,11 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
     cfg, suite_obj = resolve_config(config_file, options, sets)
     if launcher:
         cfg.launcher.kind = launcher
-    if nproc > 1 and cfg.launcher.kind != "inline":
-        raise UserError(f"--nproc {nproc} works with the inline launcher only, not {cfg.launcher.kind}")
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+    nproc = nproc if nproc > 1 else cfg.launcher.processes  # --nproc, or launcher.processes from a config
+    if nproc > 1 and cfg.launcher.kind != "inline":  # each submitit job runs the run's processes as its tasks
+        cfg.launcher.processes = nproc
+        check_batch(cfg.train.batch_size, DistInfo(world=nproc))
+    elif nproc > 1 and "WORLD_SIZE" not in os.environ:
         check_batch(cfg.train.batch_size, DistInfo(world=nproc))
         raise SystemExit(_torchrun(nproc))
     bench_names, pair_names, method_names = selections(cfg, suite_obj)

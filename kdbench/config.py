@@ -83,10 +83,12 @@ class PretrainConfig:
 @dataclass
 class LauncherConfig:
     """Where a sweep's runs execute: ``inline`` (this process, one after another), ``local`` (``workers``
-    processes of this machine, through submitit) or ``slurm`` (one SLURM job per run, through submitit)."""
+    processes of this machine, through submitit) or ``slurm`` (one SLURM job per run, through submitit).
+    ``processes`` (set by ``--nproc``): each run trains on that many DDP processes inside its job, one GPU each."""
 
     kind: str = "inline"
     workers: int = 2
+    processes: int = 1
     partition: str = ""
     timeout_min: int = 240
     gpus_per_job: int = 1
@@ -289,7 +291,8 @@ def validate(config: Config) -> None:
             raise UserError(f"{dotted} must be one of {', '.join(allowed)}, got {node!r}")
     positive = {"train.steps": config.train.steps, "train.batch_size": config.train.batch_size,
                 "eval.batch_size": config.eval.batch_size, "data.image_size": config.data.image_size,
-                "launcher.workers": config.launcher.workers, "launcher.timeout_min": config.launcher.timeout_min}
+                "launcher.workers": config.launcher.workers, "launcher.timeout_min": config.launcher.timeout_min,
+                "launcher.processes": config.launcher.processes}
     for key, value in positive.items():
         if value <= 0:
             raise UserError(f"{key} must be positive, got {value}")

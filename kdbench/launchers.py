@@ -34,22 +34,39 @@ class Dispatch:
 
 
 def run_group(jobs: list[Job], cfg: Config, suite: Suite, out: str) -> dict[str, int]:
-    """A worker's share of a sweep (the function submitit runs in each job)."""
+    """A worker's share of a sweep (the function submitit runs in each job, once per task). With
+    ``launcher.processes`` > 1 the job's tasks are one run's DDP processes: each joins the process group that
+    submitit's job environment describes, as under torchrun, and rank 0 alone writes and prints."""
+    from kdbench.engine.distributed import init_from_env
     from kdbench.engine.runtime import resolve_runtime
 
+    if cfg.launcher.processes > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     runtime = resolve_runtime(cfg.device, cfg.train.amp, cfg.train.threads)
-    print(f"kdbench: worker on {runtime.device.type} "
-          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})", flush=True)
-    return run_sweep(jobs, cfg, suite, runtime, Path(out), lambda line: print(line, flush=True))
+    info = init_from_env(runtime.device.type)
+    if info.is_main:
+        processes = f", {info.world} processes" if info.enabled else ""
+        print(f"kdbench: worker on {runtime.device.type}{processes} "
+              f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})", flush=True)
+    echo = (lambda line: print(line, flush=True)) if info.is_main else (lambda line: None)
+    return run_sweep(jobs, cfg, suite, runtime, Path(out), echo)
+
+
+def gpus_per_run(cfg: Config) -> int:
+    """GPUs each job asks for: one per DDP process with ``launcher.processes`` > 1, else ``launcher.gpus_per_job``."""
+    return cfg.launcher.processes if cfg.launcher.processes > 1 else cfg.launcher.gpus_per_job
 
 
 def executor_parameters(cfg: Config) -> dict[str, Any]:
-    """submitit ``update_parameters`` keywords for ``cfg.launcher``."""
+    """submitit ``update_parameters`` keywords for ``cfg.launcher`` (``cpus_per_job`` shared by its tasks)."""
     launcher = cfg.launcher
-    params: dict[str, Any] = {"timeout_min": launcher.timeout_min, "cpus_per_task": launcher.cpus_per_job,
+    params: dict[str, Any] = {"timeout_min": launcher.timeout_min, "tasks_per_node": launcher.processes,
+                              "cpus_per_task": max(1, launcher.cpus_per_job // launcher.processes),
                               "mem_gb": launcher.mem_gb, "name": f"kdbench-{cfg.suite}"}
     if launcher.kind == "slurm":
-        params.update(gpus_per_node=launcher.gpus_per_job, slurm_array_parallelism=launcher.array_parallelism)
+        params.update(gpus_per_node=gpus_per_run(cfg), slurm_array_parallelism=launcher.array_parallelism)
         if launcher.partition:
             params["slurm_partition"] = launcher.partition
     return params
@@ -77,13 +94,15 @@ def visible_gpus(count: int, cuda_visible_devices: str | None) -> list[int]:
 
 
 def worker_gpus(workers: int, cfg: Config, visible: Sequence[int]) -> list[list[int]]:
-    """The GPUs of each ``local`` worker, disjoint: ``launcher.gpus_per_job`` each, as many workers (up to
+    """The GPUs of each ``local`` worker, disjoint: :func:`gpus_per_run` each, as many workers (up to
     ``workers``) as ``visible`` has room for; no GPU for any worker with ``device=cpu`` or no GPU visible."""
-    per_job = cfg.launcher.gpus_per_job
+    per_job = gpus_per_run(cfg)
     if cfg.device == "cpu" or not visible or per_job <= 0:
         return [[] for _ in range(workers)]
     if per_job > len(visible):
-        raise UserError(f"launcher.gpus_per_job={per_job}, but only {len(visible)} GPU(s) are visible here")
+        asked = (f"--nproc {per_job} (one GPU per process)" if cfg.launcher.processes > 1
+                 else f"launcher.gpus_per_job={per_job}")
+        raise UserError(f"{asked}, but only {len(visible)} GPU(s) are visible here")
     return [list(visible[i * per_job:(i + 1) * per_job]) for i in range(min(workers, len(visible) // per_job))]
 
 
@@ -97,7 +116,7 @@ def local_gpus(workers: int, cfg: Config, echo: Echo) -> list[list[int]]:
     if not any(gpus):
         echo(f"kdbench: {len(gpus)} local worker(s) on cpu")
     else:
-        fewer = (f" (launcher.workers={cfg.launcher.workers}, launcher.gpus_per_job={cfg.launcher.gpus_per_job}, "
+        fewer = (f" (launcher.workers={cfg.launcher.workers}, {gpus_per_run(cfg)} GPU(s) per run, "
                  f"{len(visible)} GPU(s) visible)" if len(gpus) < workers else "")
         shares = "; ".join(f"worker {i}: GPU {','.join(map(str, ids))}" for i, ids in enumerate(gpus))
         echo(f"kdbench: {len(gpus)} local worker(s), {shares}{fewer}")
@@ -163,7 +182,7 @@ def dispatch(jobs: list[Job], cfg: Config, suite: Suite, out: Path, echo: Echo) 
     counts = {"done": 0, "skipped": skipped, "failed": 0}
     for job in submitted:
         try:
-            result = job.result()
+            result = job.results()[0]  # a run's DDP processes all return; rank 0's counts stand for them
         except Exception as exc:  # a worker that died: its runs stay unfinished and resume on the next launch
             counts["failed"] += 1
             echo(f"kdbench: {kind} job {job.job_id} failed: {' '.join(str(exc).split())[:300]}")

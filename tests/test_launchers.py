@@ -2,6 +2,7 @@
 each local worker gets its own GPUs, and SLURM parameters come from the config."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_local_workers_get_disjoint_gpus(monkeypatch):
     lines: list[str] = []
     assert local_gpus(3, cfg, lines.append) == [[2], [5]]
     assert lines == ["kdbench: 2 local worker(s), worker 0: GPU 2; worker 1: GPU 5 (launcher.workers=3, "
-                     "launcher.gpus_per_job=1, 2 GPU(s) visible)"]
+                     "1 GPU(s) per run, 2 GPU(s) visible)"]
 
 
 def test_each_local_worker_sees_its_own_gpu(tmp_path, monkeypatch):
@@ -98,6 +99,35 @@ def test_slurm_without_a_cluster_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_nproc_needs_the_inline_launcher(tmp_path):
-    result = invoke(*ARGS, "--out", str(tmp_path / "out"), "--launcher", "local", "--nproc", "2")
-    assert result.exit_code == 1 and "--nproc 2 works with the inline launcher only, not local" in result.output
+def test_a_run_on_two_processes_inside_a_local_job(tmp_path):
+    """``--launcher local --nproc 2``: the job's two tasks are one run's DDP processes (gloo here), which follow the
+    one-process trajectory at the same global batch; rank 0 alone writes and prints."""
+    args = ["run", "--suite", "smoke", "--benchmarks", "game2real", "--pairs", "tiny-f2f", "--methods", "kd",
+            "--seeds", "0", "--set", "train.steps=6", "--set", "train.batch_size=8", "--set", "train.log_every=1",
+            "--set", "train.threads=1"]
+    one = invoke(*args, "--out", str(tmp_path / "one"))
+    assert one.exit_code == 0, one.output
+    two = invoke(*args, "--out", str(tmp_path / "two"), "--launcher", "local", "--nproc", "2",
+                 "--set", "launcher.workers=1")
+    assert two.exit_code == 0, two.output
+    logs = "".join(p.read_text() for p in (tmp_path / "two" / ".submitit").rglob("*_log.out"))
+    assert logs.count("kdbench: worker on cpu, 2 processes") == 1 and logs.count("kd seed 0: in-domain") == 1
+    metrics = [[json.loads(line) for line in p.read_text().splitlines()]
+               for p in (*sorted((tmp_path / "one").rglob("kd/*/metrics.jsonl")),
+                         *sorted((tmp_path / "two").rglob("kd/*/metrics.jsonl")))]
+    assert len(metrics) == 2 and len(metrics[0]) == len(metrics[1]) == 6
+    for a, b in zip(*metrics, strict=True):
+        assert math.isclose(a["loss"], b["loss"], rel_tol=2e-5), (a["step"], a["loss"], b["loss"])
+    odd = invoke(*args, "--out", str(tmp_path / "odd"), "--launcher", "local", "--nproc", "3")
+    assert odd.exit_code == 1 and "must be divisible by the number of processes (3)" in odd.output
+
+
+def test_slurm_job_of_a_ddp_run_asks_for_its_tasks_and_gpus():
+    cfg = Config()
+    cfg.launcher.kind, cfg.launcher.processes, cfg.launcher.cpus_per_job = "slurm", 4, 32
+    params = executor_parameters(cfg)
+    assert (params["tasks_per_node"], params["gpus_per_node"], params["cpus_per_task"]) == (4, 4, 8)
+    cfg.launcher.kind = "local"
+    with pytest.raises(UserError, match=r"--nproc 4 \(one GPU per process\), but only 2 GPU\(s\) are visible"):
+        worker_gpus(1, cfg, [0, 1])
+    assert worker_gpus(2, cfg, list(range(8))) == [[0, 1, 2, 3], [4, 5, 6, 7]]
