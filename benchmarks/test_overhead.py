@@ -16,16 +16,16 @@ from kdbench.engine.optim import make_optimizer
 from kdbench.engine.runtime import resolve_runtime
 from kdbench.engine.trainer import method_step, set_trainable, stage_groups, train_steps
 from kdbench.method import METHODS, Batch
-from kdbench.models.segmentor import LightHead, Segmentor
-from kdbench.models.zoo import MODELS, PAIRS
+from kdbench.models.segmentor import Segmentor
+from kdbench.models.zoo import PAIRS
 from kdbench.testing.timing import alternate, medians
+from kdbench.testing.workloads import segmentor as workload_segmentor
 
 SIZE, BATCH, STEPS, ROUNDS = 32, 32, 5, 8
 
 
-def segmentor(name: str, classes: int = 6) -> Segmentor:
-    backbone = MODELS.get(name).build_backbone(SIZE)
-    return Segmentor(backbone, LightHead(backbone.level_channels, classes))
+def segmentor(name: str) -> Segmentor:
+    return workload_segmentor(name, SIZE, 6)
 
 
 def build(method_name: str):

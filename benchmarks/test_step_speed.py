@@ -14,15 +14,15 @@ from kdbench.engine.evaluator import PROTOCOLS, evaluate
 from kdbench.engine.runtime import resolve_runtime
 from kdbench.engine.trainer import method_step, set_trainable, stage_groups, train_steps
 from kdbench.method import METHODS
-from kdbench.models.segmentor import LightHead, Segmentor
-from kdbench.models.zoo import MODELS, PAIRS
+from kdbench.models.segmentor import Segmentor
+from kdbench.models.zoo import PAIRS
+from kdbench.testing.workloads import segmentor as workload_segmentor
 
 SIZE, BATCH = 32, 32
 
 
-def segmentor(name: str, classes: int = 6) -> Segmentor:
-    backbone = MODELS.get(name).build_backbone(SIZE)
-    return Segmentor(backbone, LightHead(backbone.level_channels, classes))
+def segmentor(name: str) -> Segmentor:
+    return workload_segmentor(name, SIZE, 6)
 
 
 @pytest.fixture(scope="module")
