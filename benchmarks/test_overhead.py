@@ -14,30 +14,16 @@ from torch import nn
 from kdbench.config import TrainConfig
 from kdbench.engine.optim import make_optimizer
 from kdbench.engine.runtime import resolve_runtime
-from kdbench.engine.trainer import method_step, set_trainable, stage_groups, train_steps
-from kdbench.method import METHODS, Batch
-from kdbench.models.segmentor import Segmentor
-from kdbench.models.zoo import PAIRS
+from kdbench.engine.trainer import method_step, stage_groups, train_steps
 from kdbench.testing.timing import alternate, medians
-from kdbench.testing.workloads import segmentor as workload_segmentor
+from kdbench.testing.workloads import step_workload
 
 SIZE, BATCH, STEPS, ROUNDS = 32, 32, 5, 8
 
 
-def segmentor(name: str) -> Segmentor:
-    return workload_segmentor(name, SIZE, 6)
-
-
 def build(method_name: str):
-    torch.manual_seed(0)
-    pair = PAIRS.get("f2l")
-    method = METHODS.get(method_name)(segmentor(pair.teacher).eval(), segmentor(pair.student))
-    stage = method.stages()[-1]
-    set_trainable(method, stage)
-    gen = torch.Generator().manual_seed(0)
-    batch = Batch(images=torch.randn(BATCH, 3, SIZE, SIZE, generator=gen),
-                  labels=torch.randint(0, 6, (BATCH, SIZE, SIZE), generator=gen))
-    return method, stage, batch
+    workload = step_workload(method_name, "f2l", "train", SIZE, BATCH, classes=6)
+    return workload.method, workload.stage, workload.batch
 
 
 def kdbench_steps(method, stage, batch, cfg, runtime) -> None:

@@ -71,23 +71,23 @@ def fused_attention(model: torch.nn.Module, on: bool) -> None:
             module.fused_attn = on
 
 
-def test_fused_attention(benchmark):
-    fused, explicit = gkd_stage_1b(), gkd_stage_1b()
+def attention_arms(size: int, batch: int, steps: int) -> dict[str, Callable[[], None]]:
+    """GKD stage 1b with timm's fused SDPA attention and with the explicit softmax(QKᵀ)V it replaces."""
+    fused = step_workload("gkd", PAIR, "domain-agnostic", size, batch, DEVICE, DEFAULT_AMP)
+    explicit = step_workload("gkd", PAIR, "domain-agnostic", size, batch, DEVICE, DEFAULT_AMP)
     fused_attention(explicit.method, False)
+    return {"sdpa": lambda: fused.run(steps), "explicit": lambda: explicit.run(steps)}
 
-    report(benchmark, f"attention at {SIZE}²", {"sdpa": lambda: fused.run(STEPS),
-                                                "explicit": lambda: explicit.run(STEPS)})
+
+def test_fused_attention(benchmark):
+    report(benchmark, f"attention at {SIZE}²", attention_arms(SIZE, BATCH, STEPS))
 
 
 @pytest.mark.skipif(GPU, reason="the GPU workload already runs at 512²")
 def test_fused_attention_at_512(benchmark):
     """At the paper's 512² crops a ViT sees 1025 tokens, and attention's share of the step grows with their
     square; batch 1 keeps a CPU step to seconds."""
-    fused = step_workload("gkd", PAIR, "domain-agnostic", 512, 1, DEVICE, DEFAULT_AMP)
-    explicit = step_workload("gkd", PAIR, "domain-agnostic", 512, 1, DEVICE, DEFAULT_AMP)
-    fused_attention(explicit.method, False)
-    report(benchmark, "attention at 512², batch 1", {"sdpa": lambda: fused.run(1), "explicit": lambda: explicit.run(1)},
-           steps=1)
+    report(benchmark, "attention at 512², batch 1", attention_arms(512, 1, 1), steps=1)
 
 
 def teacher_under(context: Callable[[], contextlib.AbstractContextManager]) -> Callable[[Method, Stage], Callable]:

@@ -105,12 +105,12 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
     if launcher:
         cfg.launcher.kind = launcher
     nproc = nproc if nproc > 1 else cfg.launcher.processes  # --nproc, or launcher.processes from a config
-    if nproc > 1 and cfg.launcher.kind != "inline":  # each submitit job runs the run's processes as its tasks
-        cfg.launcher.processes = nproc
+    if nproc > 1:
         check_batch(cfg.train.batch_size, DistInfo(world=nproc))
-    elif nproc > 1 and "WORLD_SIZE" not in os.environ:
-        check_batch(cfg.train.batch_size, DistInfo(world=nproc))
-        raise SystemExit(_torchrun(nproc))
+        if cfg.launcher.kind != "inline":  # each submitit job runs the run's processes as its tasks
+            cfg.launcher.processes = nproc
+        elif "WORLD_SIZE" not in os.environ:
+            raise SystemExit(_torchrun(nproc))
     bench_names, pair_names, method_names = selections(cfg, suite_obj)
     runtime = resolve_runtime(cfg.device, cfg.train.amp, cfg.train.threads)
     info = init_from_env(runtime.device.type)

@@ -105,12 +105,12 @@ def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] =
         raise UserError(f"no finished runs under {root}")
     report = Report(out / "report.md" if "md" in formats else None)
     if results.records.empty:  # every run failed: the report is the list of reasons
-        lines = [f"# kdbench report: {root}", "", f"No finished runs, {len(results.failures)} failed.", "",
-                 *_problems(results, results.records)]
         if report.markdown is None:
             raise UserError(f"no finished runs under {root}, {len(results.failures)} failed (first: "
                             f"{results.failures[0]['run']}: {results.failures[0]['reason']}); add --format md "
                             "for the list")
+        lines = [f"# kdbench report: {root}", "", f"No finished runs, {len(results.failures)} failed.", "",
+                 *_problems(results, results.records)]
         atomic_write_text(report.markdown, "\n".join(lines))
         report.files.append(report.markdown)
         return report
