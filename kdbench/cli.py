@@ -86,6 +86,7 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
     from kdbench.resolve import (
         check_compatible,
         check_data_root,
+        check_teacher_cache,
         check_teacher_weights,
         check_writable,
         resolve_config,
@@ -119,6 +120,7 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
     check_compatible(method_names, pair_names)
     check_teacher_weights(cfg, pair_names)
     check_data_root(cfg, suite_obj, bench_names)
+    check_teacher_cache(cfg, suite_obj, bench_names, pair_names, method_names)
     out_dir = Path(cfg.out)
     check_writable(out_dir)
     jobs = expand(cfg, suite_obj, bench_names, pair_names, method_names)

@@ -37,6 +37,9 @@ class TrainConfig:
     checkpoint_every: int = 100
     compile: bool = False
     channels_last: bool = False
+    #: the frozen teacher's outputs on a fixed input set computed once and looked up (``auto``: exactly where a
+    #: stage's inputs are a fixed set; ``on``: refuse a sweep where one is not; ``off``: the teacher runs every step)
+    teacher_cache: str = "auto"
     #: per-stage overrides by stage name: ``steps`` or ``epochs`` (passes over the stage's data), ``batch_size``,
     #: ``lr``, ``schedule``, ``warmup``, ``backbone_lr_mult`` (the paper's stage 1 and stage 2 differ in all of them)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -129,6 +132,7 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "head": ("light", "mask2former", "mask2former-tiny"),
     "launcher.kind": ("inline", "local", "slurm"),
+    "train.teacher_cache": ("auto", "on", "off"),
 }
 
 

@@ -23,19 +23,20 @@ import torch
 
 from kdbench.config import Config
 from kdbench.data.domains import get_domain
-from kdbench.data.loaders import StageData
+from kdbench.data.loaders import FixedInputs, StageData
 from kdbench.data.sources import domain_classes, is_real
 from kdbench.data.synthetic import Split, make_split
 from kdbench.engine.distributed import barrier, current, main_process_first
 from kdbench.engine.evaluator import DomainScore, Protocol, evaluate, evaluate_loader, get_protocol
 from kdbench.engine.resume import ResumePoint, RunCheckpoint
 from kdbench.engine.runtime import Runtime, apply_speed_options, seed_everything
+from kdbench.engine.teacher_cache import StageTables, TeacherCache, TeacherTable, cached_stages
 from kdbench.engine.trainer import TrainingError, stage_config, train_method
 from kdbench.errors import UserError
 from kdbench.method import METHODS, Method
 from kdbench.models.checkpoints import atomic_save, file_digest, state_digest
 from kdbench.models.heads import make_head
-from kdbench.models.pretrain import pretrained_backbone, teacher_segmentor
+from kdbench.models.pretrain import cache_dir, pretrained_backbone, teacher_segmentor
 from kdbench.models.segmentor import Segmentor
 from kdbench.models.zoo import MODELS, PAIRS, Pair
 from kdbench.resolve import TEACHER
@@ -71,7 +72,7 @@ def expand(cfg: Config, suite: Suite, benchmarks: list[str], pairs: list[str], m
 
 
 #: settings that say how a run is carried out or where its inputs lie, never what it computes
-NOT_IDENTITY = {"train": ("threads", "log_every", "checkpoint_every", "compile", "channels_last"),
+NOT_IDENTITY = {"train": ("threads", "log_every", "checkpoint_every", "compile", "channels_last", "teacher_cache"),
                 "data": ("paths", "cache_dir", "workers")}
 #: settings added after runs were recorded: part of a run's identity only when they differ from their default, so
 #: adding them renamed no finished run
@@ -127,6 +128,7 @@ class Workspace:
         self._student_backbones: dict[str, torch.nn.Module] = {}
         self._real = None
         self.digests: dict[object, str] = {}
+        self.teacher_cache = TeacherCache(cache_dir(cfg), runtime, echo)
 
     @property
     def real(self):
@@ -174,6 +176,19 @@ class Workspace:
             self.digests[key] = state_digest(self._teachers[key])
         return self._teachers[key]
 
+    def teacher_table(self, pair: Pair, source: str, inputs: FixedInputs, taps: frozenset[str]) -> TeacherTable:
+        """The teacher's ``taps`` on a fixed input set of ``source``, computed once (``train.teacher_cache``)."""
+        teacher = self.teacher(pair, source)
+        spec = MODELS.get(pair.teacher)
+        identity = {"model": spec.name, "arch": spec.arch, "kwargs": spec.kwargs, "head": self.cfg.head,
+                    "weights": self.digests[(pair.teacher, source)]}
+        return self.teacher_cache.table(teacher, identity, inputs, taps)
+
+    def teacher_tables(self, method: Method, pair: Pair, source: str, data) -> StageTables:
+        """For each stage of ``method``: its cached teacher outputs where ``train.teacher_cache`` caches them."""
+        return StageTables(cached_stages(method, data, self.cfg.train.teacher_cache),
+                           lambda inputs: self.teacher_table(pair, source, inputs, method.teacher_taps))
+
     def student(self, pair: Pair, num_classes: int, seed: int) -> Segmentor:
         """A fresh student: a copy of the pretrained backbone (loaded once per sweep) and a seeded new head."""
         if pair.student not in self._student_backbones:
@@ -184,6 +199,25 @@ class Workspace:
         torch.manual_seed(seed)
         return Segmentor(copy.deepcopy(backbone), make_head(self.cfg.head, backbone, num_classes)
                          ).to(self.runtime.device)
+
+
+def build_method(job: Job, teacher: Segmentor, student: Segmentor, device: torch.device) -> Method:
+    """The job's method around ``teacher`` and ``student``, told its pair kind."""
+    method: Method = METHODS.get(job.method)(teacher, student, **job.hparams).to(device)
+    method.pair_kind = job.pair.kind
+    return method
+
+
+def fill_teacher_cache(job: Job, ws: Workspace) -> None:
+    """Compute (or load) now the cached teacher outputs every stage of ``job`` will look up, so that workers
+    started afterwards only read them."""
+    source = job.benchmark.source
+    teacher = ws.teacher(job.pair, source)
+    method = build_method(job, teacher, ws.student(job.pair, len(domain_classes(source)), job.seed),
+                          ws.runtime.device)
+    tables = ws.teacher_tables(method, job.pair, source, ws.stage_data(source))
+    for stage in method.stages():
+        tables(stage)
 
 
 def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoint | None = None
@@ -205,8 +239,7 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
         with main_process_first():
             student = ws.student(job.pair, len(domain_classes(bench.source)), job.seed)
         prepare = time.perf_counter() - start  # shared, cached work (pretraining), not the method's cost
-        method: Method = METHODS.get(job.method)(teacher, student, **job.hparams).to(ws.runtime.device)
-        method.pair_kind = job.pair.kind
+        method = build_method(job, teacher, student, ws.runtime.device)
         apply_speed_options(method, cfg.train)
         data = ws.stage_data(bench.source)
 
@@ -218,13 +251,16 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
         def batches_for(stage):
             return data.batches(stage.data, stage_config(stage, cfg.train, data.size).batch_size, job.seed)
 
+        tables = ws.teacher_tables(method, job.pair, bench.source, data)
         results = train_method(method, batches_for, cfg.train, ws.runtime,
                                log=rd.log_metrics if ranks.is_main else None,
                                on_stage_end=save_stage if ranks.is_main else None,
                                checkpoint=RunCheckpoint(rd.path, cfg.train.checkpoint_every, writer=ranks.is_main),
-                               resume=resume, metrics_lines=rd.metrics_count, dist_info=ranks, data_size=data.size)
+                               resume=resume, metrics_lines=rd.metrics_count, dist_info=ranks, data_size=data.size,
+                               teacher_table=tables)
         info = {"train_steps": sum(r.steps for r in results),
-                "stages": [{"name": r.name, "steps": r.steps, "wall_s": round(r.wall_s, 2)} for r in results],
+                "stages": [{"name": r.name, "steps": r.steps, "wall_s": round(r.wall_s, 2),
+                            "teacher_cached": r.name in tables.cached} for r in results],
                 "extra_params": method.extra_parameter_count()}
         model = method.student
     train_wall = time.perf_counter() - start

@@ -10,6 +10,7 @@ worker gets its own ``launcher.gpus_per_job`` GPUs (its ``CUDA_VISIBLE_DEVICES``
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 
 from kdbench.config import Config
 from kdbench.errors import UserError
-from kdbench.launch import Job, Workspace, run_dir, run_sweep
+from kdbench.launch import Job, Workspace, fill_teacher_cache, run_dir, run_sweep
 from kdbench.suite import Suite
 
 Echo = Callable[[str], None]
@@ -137,7 +138,8 @@ def submit_local(groups: list[list[Job]], gpus: list[list[int]], cfg: Config, su
 
 
 def prepare_caches(jobs: list[Job], cfg: Config, suite: Suite, echo: Echo) -> None:
-    """Pretrain (or load) every teacher and student backbone the jobs need, once, before workers start."""
+    """Pretrain (or load) every teacher and student backbone the jobs need, and compute the cached teacher
+    outputs their stages will look up (``train.teacher_cache``), once, before workers start."""
     from kdbench.engine.runtime import resolve_runtime
 
     ws = Workspace(cfg, suite, resolve_runtime(cfg.device, cfg.train.amp, cfg.train.threads), echo)
@@ -147,6 +149,12 @@ def prepare_caches(jobs: list[Job], cfg: Config, suite: Suite, echo: Echo) -> No
         ws.teacher(job.pair, job.benchmark.source)
     for job in students.values():
         ws.student(job.pair, 1, job.seed)
+    if cfg.train.teacher_cache != "off":
+        methods = {(job.pair.name, job.benchmark.source, job.method, json.dumps(job.hparams, sort_keys=True,
+                                                                                default=str)): job
+                   for job in jobs if job.method != "teacher"}
+        for job in methods.values():
+            fill_teacher_cache(job, ws)
 
 
 def dispatch(jobs: list[Job], cfg: Config, suite: Suite, out: Path, echo: Echo) -> Dispatch:

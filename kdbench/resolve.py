@@ -121,3 +121,53 @@ def check_writable(out: Path) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise UserError(f"output directory {out} is not writable: {exc.strerror or exc}") from exc
+
+
+class _FixedKinds:
+    """Stand-in for a source's stage data in the pre-flight: which data kinds are a fixed set, nothing loaded."""
+
+    def __init__(self, real: bool):
+        self.real = real
+
+    def fixed_inputs(self, kind: str) -> bool | None:
+        from kdbench.data.loaders import FIXED_KINDS
+
+        return None if self.real or kind not in FIXED_KINDS else True
+
+
+def check_teacher_cache(cfg: Config, suite: Suite, benchmarks: list[str], pairs: list[str], methods: list[str]
+                        ) -> None:
+    """``train.teacher_cache=on`` holds only where every teacher-using stage of every selected run reads a fixed
+    input set; the first stage that does not is named, before any work."""
+    if cfg.train.teacher_cache != "on":
+        return
+    from kdbench.data.sources import is_real
+    from kdbench.engine.teacher_cache import cached_stages
+    from kdbench.models.heads import make_head
+    from kdbench.models.segmentor import Segmentor
+    from kdbench.models.zoo import MODELS
+
+    sources = {suite.benchmarks[b].source for b in benchmarks}
+    for pair_name in pairs:
+        pair = PAIRS.get(pair_name)
+        models = {}
+        for method in methods:
+            cls = METHODS.get(method)
+            for source in sorted(sources):
+                if is_real(source) and cls.teacher_taps:
+                    raise UserError(f"train.teacher_cache=on: {source} is a real dataset whose training crops are "
+                                    f"augmented at every draw, so method {method!r}'s teacher outputs cannot be "
+                                    f"cached; use train.teacher_cache=auto (caches exactly where inputs are a fixed "
+                                    f"set) or off")
+            if any(is_real(s) for s in sources) or not cls.teacher_taps:
+                continue
+            if not models:  # random weights: only the method's stages are asked for
+                for role, name in (("teacher", pair.teacher), ("student", pair.student)):
+                    backbone = MODELS.get(name).build_backbone(cfg.data.image_size)
+                    models[role] = Segmentor(backbone, make_head(cfg.head, backbone, 2))
+            built = cls(models["teacher"], models["student"], **cls.resolve_hparams(cfg.method.get(method, {})))
+            built.pair_kind = pair.kind
+            try:
+                cached_stages(built, _FixedKinds(real=False), "on")
+            except UserError as exc:
+                raise UserError(f"{exc} (pair {pair_name})") from None

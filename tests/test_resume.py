@@ -69,6 +69,8 @@ def test_killed_run_resumes_to_identical_records(tmp_path):
     resumed = re.search(r"resuming an interrupted run at stage (\d+), step (\d+)", output)
     assert resumed and resumed[1] == "2" and int(resumed[2]) >= 28 and int(resumed[2]) % 7 == 0, output
     assert records(tmp_path / "killed") == records(tmp_path / "whole")
+    stages = json.loads((gkd_run(tmp_path / "killed") / "records.jsonl").read_text().splitlines()[0])["stages"]
+    assert {s["name"]: s["teacher_cached"] for s in stages}["domain-agnostic"]  # resumed with the teacher cache on
     assert metrics(tmp_path / "killed") == metrics(tmp_path / "whole")  # nothing lost, nothing logged twice
     assert not (gkd_run(tmp_path / "killed") / "resume.pt").exists()
     again = CliRunner().invoke(cli, [*ARGS, "--out", str(tmp_path / "killed"), "--set", "train.checkpoint_every=3"])

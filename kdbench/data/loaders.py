@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+import hashlib
+from functools import cached_property
 from typing import Any
 
 import torch
 
 from kdbench.data.synthetic import PretrainStream, Split, stable_seed, to_float
 from kdbench.method import Batch
+
+#: ``Batch.meta`` key of the ids of a batch's images within their :class:`FixedInputs` (a B-long int64 tensor)
+INPUT_IDS = "input_ids"
+#: data kinds whose batches are drawn from a fixed finite set (a split, each image as it is or flipped)
+FIXED_KINDS = frozenset({"source", "source-images"})
+
+
+class FixedInputs:
+    """Every input a fixed-set stream can yield: each image of a split as it is (id ``2i``) or flipped
+    horizontally (id ``2i + 1``), as :class:`BatchStream` draws them. A frozen teacher's outputs on these are the
+    same at every draw, so they can be computed once (``kdbench.engine.teacher_cache``)."""
+
+    def __init__(self, images: torch.Tensor, device: torch.device):
+        self.images, self.device = images, device
+
+    def __len__(self) -> int:
+        return 2 * self.images.shape[0]
+
+    def batch(self, ids: torch.Tensor) -> torch.Tensor:
+        """The float images of ``ids``, exactly as a :class:`BatchStream` batch holds them."""
+        ids = ids.cpu()
+        images = self.images[ids // 2]
+        flip = (ids % 2 == 1).view(-1, 1, 1, 1)
+        return to_float(torch.where(flip, images.flip(-1), images)).to(self.device)
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the images' shape and bytes: what the set is, by content."""
+        data = self.images.contiguous()
+        digest = hashlib.sha256(f"{tuple(data.shape)}:{data.dtype}".encode())
+        digest.update(data.view(-1).numpy().tobytes())
+        return digest.hexdigest()[:16]
 
 
 class StageData:
@@ -20,6 +54,15 @@ class StageData:
 
     def __init__(self, train: Split, scene: str, image_size: int, device: torch.device):
         self.train, self.scene, self.image_size, self.device = train, scene, image_size, device
+        self._fixed: FixedInputs | None = None
+
+    def fixed_inputs(self, kind: str) -> FixedInputs | None:
+        """The finite set ``kind``'s batches are drawn from, or ``None`` where every draw is new (``proxy``)."""
+        if kind not in FIXED_KINDS:
+            return None
+        if self._fixed is None:
+            self._fixed = FixedInputs(self.train.images, self.device)
+        return self._fixed
 
     def batches(self, kind: str, batch_size: int, seed: int) -> BatchStream:
         return BatchStream(self, kind, batch_size, seed)
@@ -61,7 +104,8 @@ class BatchStream:
         images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
         labels = torch.where(flip.view(-1, 1, 1), labels.flip(-1), labels)
         return Batch(images=to_float(images).to(device),
-                     labels=labels.long().to(device) if self.kind == "source" else None)
+                     labels=labels.long().to(device) if self.kind == "source" else None,
+                     meta={INPUT_IDS: 2 * idx + flip.long()})
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"gen": self.gen.get_state(), "order": self.order, "position": self.position}

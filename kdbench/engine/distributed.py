@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from kdbench.data.loaders import INPUT_IDS
 from kdbench.errors import UserError
 from kdbench.method import Batch
 
@@ -93,7 +94,8 @@ def shard(batch: Batch, info: DistInfo) -> Batch:
         return batch
     size = batch.images.shape[0] // info.world
     part = slice(info.rank * size, (info.rank + 1) * size)
-    return Batch(images=batch.images[part], labels=None if batch.labels is None else batch.labels[part])
+    meta = {k: v[part] for k, v in batch.meta.items() if k == INPUT_IDS}
+    return Batch(images=batch.images[part], labels=None if batch.labels is None else batch.labels[part], meta=meta)
 
 
 def mean_over_processes(value: torch.Tensor) -> torch.Tensor:

@@ -14,11 +14,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdbench.config import TrainConfig
-from kdbench.data.loaders import BatchStream
+from kdbench.data.loaders import INPUT_IDS, BatchStream
 from kdbench.engine.distributed import DistInfo, mean_over_processes, shard, sync_batchnorm
 from kdbench.engine.optim import lr_factor, make_optimizer, param_groups
 from kdbench.engine.resume import ResumePoint, RunCheckpoint, set_rng_state
 from kdbench.engine.runtime import Runtime
+from kdbench.engine.teacher_cache import TeacherTable
 from kdbench.method import Batch, Method, Stage
 from kdbench.models.segmentor import SegOutput
 
@@ -95,16 +96,21 @@ def _clone_out(out: SegOutput, taps: frozenset[str]) -> SegOutput:
                      grid=out.grid)
 
 
-def method_step(method: Method, stage: Stage) -> StepFn:
+def method_step(method: Method, stage: Stage, table: TeacherTable | None = None) -> StepFn:
     """One step's forward passes and loss terms: the teacher (only when the stage uses it, under inference mode,
-    only the taps the method declares), then the student, then the method's loss."""
+    only the taps the method declares; looked up in ``table`` by the batch's input ids instead, when the stage's
+    inputs are a cached fixed set), then the student, then the method's loss."""
     run_teacher = stage.uses_teacher and bool(method.teacher_taps)
     teacher_logits = "logits" in method.teacher_taps
     student_logits = "logits" in stage.student_taps
 
     def step(batch: Batch) -> dict[str, torch.Tensor]:
         teacher_out = None
-        if run_teacher:
+        if run_teacher and table is not None:
+            if INPUT_IDS not in batch.meta:
+                raise RuntimeError(f"stage {stage.name!r} has cached teacher outputs but no input ids in its batches")
+            teacher_out = table.lookup(batch.meta[INPUT_IDS])
+        elif run_teacher:
             with torch.inference_mode():
                 teacher_out = method.teacher(batch.images, with_logits=teacher_logits)
             teacher_out = _clone_out(teacher_out, method.teacher_taps)
@@ -163,14 +169,17 @@ def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cf
                  on_stage_end: Callable[[Stage], None] | None = None,
                  checkpoint: RunCheckpoint | None = None, resume: ResumePoint | None = None,
                  metrics_lines: Callable[[], int] | None = None, dist_info: DistInfo | None = None,
-                 data_size: Callable[[str], int] | None = None) -> list[StageResult]:
+                 data_size: Callable[[str], int] | None = None,
+                 teacher_table: Callable[[Stage], TeacherTable | None] | None = None) -> list[StageResult]:
     """Run every stage of ``method``. The teacher stays frozen in eval mode and runs under inference mode, and
     only when the stage uses it. With ``checkpoint``, the whole training state is saved every
     ``checkpoint.every`` steps and at each stage end (``kdbench.engine.resume``); ``resume`` (a state it saved,
     loaded by the caller) is where an interrupted run goes on; ``metrics_lines`` counts the log lines written so
     far. With ``dist_info`` of several processes, each stage trains through DistributedDataParallel
     (``kdbench.engine.distributed``). Each stage trains with :func:`stage_config`'s settings (``batches_for``
-    must serve that stage's batch size); ``data_size`` counts a data kind's images for epoch-based stages."""
+    must serve that stage's batch size); ``data_size`` counts a data kind's images for epoch-based stages;
+    ``teacher_table(stage)`` gives the cached teacher outputs of a stage whose inputs are a fixed set (or ``None``:
+    the teacher runs)."""
     distributed = dist_info is not None and dist_info.enabled
     if distributed:
         sync_batchnorm(method, runtime.device.type)
@@ -215,7 +224,8 @@ def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cf
                                  "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                                  "data": batches.state_dict()})
 
-        step_fn, ddp = method_step(method, stage), None
+        table = teacher_table(stage) if teacher_table is not None else None
+        step_fn, ddp = method_step(method, stage, table), None
         if distributed:
             ddp = _ddp(method, step_fn, runtime)
             step_fn = _sharded(ddp, dist_info)
@@ -240,8 +250,10 @@ class _StepModule(nn.Module):
         super().__init__()
         self.method, self.step_fn = method, step_fn
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        return self.step_fn(Batch(images=images, labels=labels))
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None, input_ids: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        return self.step_fn(Batch(images=images, labels=labels, meta={} if input_ids is None else
+                                  {INPUT_IDS: input_ids}))
 
 
 def _ddp(method: Method, step_fn: StepFn, runtime: Runtime) -> nn.parallel.DistributedDataParallel:
@@ -257,6 +269,6 @@ def _sharded(ddp: nn.parallel.DistributedDataParallel, info: DistInfo) -> StepFn
 
     def step(batch: Batch) -> dict[str, torch.Tensor]:
         part = shard(batch, info)
-        return ddp(part.images, part.labels)
+        return ddp(part.images, part.labels, part.meta.get(INPUT_IDS))
 
     return step

@@ -91,6 +91,10 @@ class RealStageData:
         """How many images one epoch of ``kind`` holds (for epoch-based stage lengths)."""
         return len(self.data.train_items(self.source, kind))
 
+    def fixed_inputs(self, kind: str) -> None:
+        """Never a fixed set: every draw is a new random crop with photometric distortion."""
+        return None
+
     def batches(self, kind: str, batch_size: int, seed: int) -> RealBatchStream:
         spec = self.data.spec(self.source)
         cfg = self.data.cfg
