@@ -386,12 +386,16 @@ def reference_vit(state: dict[str, torch.Tensor], images: torch.Tensor, heads: i
 def test_forward_matches_the_dinov2_block_written_out(real, name):
     loaded = real.get(name)
     images = torch.randn(1, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(3))
+    state = {k: v.double() if v.is_floating_point() else v for k, v in loaded.expected.items()}
     with torch.no_grad():
         out = loaded.backbone(images)
-        blocks, tokens = reference_vit(loaded.expected, images, heads=VITS[name][1])
-    torch.testing.assert_close(out.tokens, tokens, rtol=1e-4, atol=1e-4)
+        blocks, tokens = reference_vit(state, images.double(), heads=VITS[name][1])
+    # The reference runs in float64; float32 rounding in the model grows with the residual stream's scale (DeiT's
+    # reaches 100, DINOv2's 240), so the absolute bound is 1e-5 of each block's largest value (the model stays
+    # within 3e-6 of it; the tanh GELU in place of the exact one puts the final tokens 7e-4 off, and fails).
+    torch.testing.assert_close(out.tokens, tokens.float(), rtol=1e-4, atol=1e-4)
     for got, want in zip(out.blocks, blocks, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-5 * want.abs().max().item())
 
 
 @pytest.mark.parametrize("pair", list(PAIR_TABLE))

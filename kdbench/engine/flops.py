@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 #: Dense (no sparsity) bf16/fp16 tensor-core TFLOP/s from NVIDIA's data sheets, matched against
 #: ``torch.cuda.get_device_name`` in this order (more specific names first).
@@ -33,9 +33,25 @@ GPU_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
+def _cpu_flash_attention_flops(query, key, value, *args: Any, **kwargs: Any) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_flash_attention_backward_flops(grad_out, query, key, value, *args: Any, **kwargs: Any) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+#: Kernels that some torch releases' counter leaves out (2.14 does not count the CPU flash-attention kernel
+#: ``scaled_dot_product_attention`` dispatches to); counted here with torch's own attention formulas.
+EXTRA_FORMULAS: dict[Any, Callable[..., int]] = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_attention_backward_flops,
+}
+
+
 def counted_flops(fn: Callable[[], Any]) -> int:
     """The FLOPs that ``fn()`` dispatches (forward and, where ``fn`` runs it, backward)."""
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS) as counter:
         fn()
     return int(counter.get_total_flops())
 
