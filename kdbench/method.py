@@ -23,6 +23,7 @@ from kdbench.config import coerce_scalar
 from kdbench.errors import UserError
 from kdbench.models.segmentor import Segmentor, SegOutput
 from kdbench.registry import Registry
+from kdbench.search import Distribution, check_space
 
 IGNORE_INDEX = 255
 TAPS = frozenset({"logits", "features", "tokens", "blocks"})
@@ -79,13 +80,15 @@ class Method(nn.Module):
     Subclasses set ``defaults`` (every hyper-parameter with its default; overridable from YAML and
     ``--set method.<name>.<key>=<value>``), ``teacher_taps`` (outputs the teacher must compute; empty means the
     teacher never runs), ``student_kinds`` and ``teacher_kinds`` (backbone kinds the method supports, checked before
-    a sweep starts) and implement :meth:`loss`.
+    a sweep starts) and implement :meth:`loss`. ``search_space`` maps the hyper-parameters worth tuning to
+    distributions from :mod:`kdbench.search` (empty: the method is run at its defaults only).
     Multi-stage methods override :meth:`stages`. An ablation names the method it ablates in ``ablation_of``, so the
     report never counts it as that method's competitor ("best baseline").
     """
 
     registered_name: ClassVar[str] = ""
     defaults: ClassVar[Mapping[str, Any]] = {}
+    search_space: ClassVar[Mapping[str, Distribution]] = {}
     teacher_taps: ClassVar[frozenset[str]] = frozenset()
     student_kinds: ClassVar[frozenset[str]] = frozenset({"vit", "cnn"})
     teacher_kinds: ClassVar[frozenset[str]] = frozenset({"vit", "cnn"})
@@ -134,6 +137,13 @@ class Method(nn.Module):
     def check_hparams(cls, hp: Mapping[str, Any]) -> None:
         """Refuse values no run could use (a ratio outside [0, 1], an unknown mode, a missing file) with a
         ``UserError`` naming ``method.<name>.<key>``. Runs in the pre-flight check, before any work."""
+
+    @classmethod
+    def check_search_space(cls) -> None:
+        """Refuse a ``search_space`` naming a key not in ``defaults``, an impossible range or a value of the wrong
+        type with a one-line ``UserError`` naming ``method.<name>.<key>`` (:func:`kdbench.search.check_space`).
+        For the pre-flight check, before any work."""
+        check_space(cls)
 
     def stages(self) -> list[Stage]:
         """Default: one stage on labelled source data, everything trainable, teacher running if tapped."""

@@ -12,6 +12,7 @@ from kdbench.distill import resize_to
 from kdbench.errors import UserError
 from kdbench.method import Batch, Method, Stage
 from kdbench.models.segmentor import Segmentor, SegOutput
+from kdbench.search import LogUniform
 
 MapFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -246,6 +247,11 @@ class AfDCD(Method):
     * Defaults: ``lambda_fd=2e-6``, ``lambda_ctr=0.005`` (both Cityscapes scripts; the argparse defaults are
       4e-5 and 1e-3), ``tau=0.07``, ``mask_ratio=0.75``, ``groups=16``, ``window=4``, ``pool=4`` (loss-module
       defaults).
+    * Search space: ``lambda_fd`` log-uniform [1e-6, 1e-4] (2e-6 the Cityscapes scripts, 4e-5 the argparse
+      default; up to 1e-4 because synth5's maps are ~500× smaller, so the default fd term is negligible),
+      ``lambda_ctr`` log-uniform [3e-4, 1e-2] (5e-3 the scripts, 1e-3 the argparse default; down to 3e-4 because
+      the default ctr term starts at ~4× the CE), ``tau`` log-uniform [0.035, 0.14] (half to twice the loss
+      module's 0.07, the only published value; anchors.md §6).
     * Left out, as kdbench methods are pure: ``train_ocmgd.py`` also adds pixel-wise logit KD with weight 1
       (``--lambda-kd`` defaults to 1.0 and no script changes it) and, for ResNet students, an auxiliary-head
       CE at 0.4; neither is part of Af-DCD's own loss. The official per-module gradient clipping of the loss
@@ -255,6 +261,8 @@ class AfDCD(Method):
 
     defaults = {"lambda_fd": 2e-6, "lambda_ctr": 0.005, "tau": 0.07, "mask_ratio": 0.75, "mask": "random",
                 "projector": "plain", "groups": 16, "window": 4, "pool": 4}
+    search_space = {"lambda_fd": LogUniform(1e-6, 1e-4), "lambda_ctr": LogUniform(3e-4, 1e-2),
+                    "tau": LogUniform(0.035, 0.14)}
     teacher_taps = frozenset({"features"})
     student_kinds = frozenset({"vit", "cnn"})
 

@@ -10,6 +10,7 @@ from kdbench.distill import level_channels, resize_to
 from kdbench.errors import UserError
 from kdbench.method import Batch, Method, Stage
 from kdbench.models.segmentor import SegOutput
+from kdbench.search import LogUniform
 
 
 def channel_wise_divergence(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -40,9 +41,14 @@ class ChannelWiseDistillation(Method):
 
     Pure by design: CIRKD's CWD scripts also switch on pixel KD (λ=1) and adversarial terms; here those are not
     added. ``cwd-kd`` is the named combination with pixel KD.
+
+    Search space (anchors.md §6), for the default logit setting: ``temperature`` log-uniform [1, 4] (τ=1 in
+    mmrazor's mmseg config, τ=4 in the paper and CIRKD); ``weight`` log-uniform [0.3, 10] (0.3 CIRKD's SegFormer
+    students, 3 the paper and CIRKD, 5 mmrazor). Feature runs (weights 35-50) are not in the space.
     """
 
     defaults = {"temperature": 4.0, "weight": 3.0, "on": "logits", "level": -1}
+    search_space = {"temperature": LogUniform(1.0, 4.0), "weight": LogUniform(0.3, 10.0)}
 
     @classmethod
     def check_hparams(cls, hp) -> None:

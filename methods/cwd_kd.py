@@ -6,6 +6,7 @@ import torch
 
 from kdbench.method import Batch, Stage
 from kdbench.models.segmentor import SegOutput
+from kdbench.search import LogUniform
 from kdbench_methods.cwd import ChannelWiseDistillation
 from kdbench_methods.kd import pixel_kd_loss
 
@@ -16,9 +17,14 @@ class ChannelWiseWithLogitKD(ChannelWiseDistillation):
     CIRKD's ``train_cwd.sh`` runs CWD with ``--lambda-kd 1.0`` (and adversarial terms, which kdbench leaves out);
     its "CWD" rows are this combination, so kdbench names it instead of folding it into ``cwd``. Shu et al.,
     ICCV 2021; Hinton et al., 2015.
+
+    Search space: ``cwd``'s (``temperature``, ``weight``) plus ``kd_weight`` log-uniform [0.3, 3] (CIRKD's
+    λ_kd=1, times the ×0.3-×3 sensitivity sweep of anchors.md §6); ``kd_temperature`` stays at CIRKD's 1 (no
+    codebase that combines the two uses another).
     """
 
     defaults = {**ChannelWiseDistillation.defaults, "kd_weight": 1.0, "kd_temperature": 1.0}
+    search_space = {**ChannelWiseDistillation.search_space, "kd_weight": LogUniform(0.3, 3.0)}
 
     @property
     def teacher_taps(self) -> frozenset[str]:  # type: ignore[override]

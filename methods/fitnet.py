@@ -10,6 +10,7 @@ from kdbench.distill import level_channels, resize_to, student_patches_on_teache
 from kdbench.errors import UserError
 from kdbench.method import Batch, Method, Stage
 from kdbench.models.segmentor import SegOutput
+from kdbench.search import LogUniform
 
 
 def hint_mse_loss(adapted_student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -28,9 +29,13 @@ class FitNet(Method):
     a bias-free linear adapter. A student map on another grid than the teacher's (a CNN at stride 32) is resampled
     bilinearly to the teacher's grid after the adapter. Weight 1 by default (CIRKDv2's scripts; CIRKD's older
     scripts use 10): the MSE of un-normalised ViT maps is already of the order of the task loss here.
+
+    Search space (anchors.md §6): ``weight`` log-uniform [0.1, 100] (1 CIRKDv2, 10 CIRKD and mmrazor, 100
+    mdistiller and RepDistiller; down to 0.1 since kdbench's un-normalised ViT maps give a large MSE).
     """
 
     defaults = {"weight": 1.0, "target": "features", "level": -1}
+    search_space = {"weight": LogUniform(0.1, 100.0)}
 
     @classmethod
     def check_hparams(cls, hp) -> None:

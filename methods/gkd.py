@@ -15,6 +15,7 @@ from kdbench.errors import UserError
 from kdbench.method import Batch, Method, Stage
 from kdbench.models.checkpoints import load_state, read_state_dict
 from kdbench.models.segmentor import Segmentor, SegOutput
+from kdbench.search import Choice, LogUniform, Uniform
 
 TOKENS = frozenset({"tokens"})
 
@@ -122,11 +123,30 @@ class GKD(Method):
       the teacher's token grid; the CLS surrogate is the map's global average; masking replaces the pixels under
       each masked teacher-grid cell with a learnable colour (:class:`InputMasker`), since a CNN has no patch
       embedding to put a mask token in; that pass leaves BatchNorm running statistics untouched.
+
+    Search space (gkd.md §3, §5; anchors.md §6):
+
+    * ``cls_weight``, ``feat_weight``, ``mask_weight`` log-uniform [0.3, 3] each (official λ = 1/1/1, the only
+      published values; the ×0.3-×3 sensitivity sweep).
+    * ``mask_probability`` uniform [0.25, 1] and ``mask_ratio`` uniform [0.25, 0.75] (official 0.5 and 0.5, as
+      Proteus; 0.75 is MAE's ratio; probability 1 masks every sample).
+    * ``distill_lr`` log-uniform [1e-4, 2e-3] (official 1.25e-4 for stage 1b and 5e-4 for 1a, up to twice the
+      quick preset's student rate 1e-3).
+    * The budget split: stage 2 always runs the run's ``train.steps`` (the schedule every method shares), so the
+      split is tuned as the stage-1 lengths against it, ``proxy_steps`` and ``distill_steps`` each one of
+      {150, 300, 600}: half, once and twice the quick preset's 300 steps (the official stage 1b is about 58k
+      iterations against stage 2's 40k, gkd.md §3; 1a is longer still). They are absolute step counts, since
+      GKD has no fraction hyper-parameter; on a preset with other ``train.steps`` they are not that preset's
+      halves and doubles. ``proxy_steps`` only matters where stage 1a runs (F2L pairs).
     """
 
     defaults = {"cls_weight": 1.0, "feat_weight": 1.0, "mask_weight": 1.0, "mask_probability": 0.5,
                 "mask_ratio": 0.5, "proxy_stage": "auto", "proxy_steps": 0, "distill_steps": 0, "distill_lr": 5e-4,
                 "stage1_from": ""}
+    search_space = {"cls_weight": LogUniform(0.3, 3.0), "feat_weight": LogUniform(0.3, 3.0),
+                    "mask_weight": LogUniform(0.3, 3.0), "mask_probability": Uniform(0.25, 1.0),
+                    "mask_ratio": Uniform(0.25, 0.75), "distill_lr": LogUniform(1e-4, 2e-3),
+                    "proxy_steps": Choice((150, 300, 600)), "distill_steps": Choice((150, 300, 600))}
     teacher_taps = TOKENS
     teacher_kinds = frozenset({"vit"})
     head_class: type[nn.Module] = QSD

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from kdbench.method import Batch, Method, Stage
 from kdbench.models.segmentor import SegOutput
+from kdbench.search import LogUniform
 
 
 def pixel_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -26,9 +27,14 @@ class LogitKD(Method):
     (T=1, weight 1) as CIRKD's ``losses/kd.py``. kdbench computes it on logits at the input resolution (both
     models' head outputs upsampled bilinearly), where CIRKD uses 1/8-resolution logits; every pixel counts,
     including those labelled ignore, since the teacher's distribution is defined there too.
+
+    Search space (anchors.md §6): ``temperature`` log-uniform [1, 4] (T=1 in CIRKD, mmrazor and torchdistill, T=4
+    in mdistiller and RepDistiller); ``weight`` log-uniform [0.3, 10] (0.5 torchdistill, 0.9 mdistiller, 1 CIRKD,
+    3 mmrazor, 10 SKD's pixel term).
     """
 
     defaults = {"temperature": 1.0, "weight": 1.0}
+    search_space = {"temperature": LogUniform(1.0, 4.0), "weight": LogUniform(0.3, 10.0)}
     teacher_taps = frozenset({"logits"})
 
     def loss(self, stage: Stage, batch: Batch, student_out: SegOutput, teacher_out: SegOutput | None

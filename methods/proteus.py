@@ -9,6 +9,7 @@ from kdbench.distill import first_samples_mask, layer_norm_linear
 from kdbench.errors import UserError
 from kdbench.method import Batch, Method, Stage
 from kdbench.models.segmentor import SegOutput
+from kdbench.search import LogUniform, Uniform
 
 
 def proteus_losses(cls_student: torch.Tensor, patches_student: torch.Tensor, masked_patches_student: torch.Tensor,
@@ -48,10 +49,18 @@ class Proteus(Method):
     stage on labelled source images together with CE (gkd.md §8: the paper's baselines are single-stage), where
     GKD separates the two. ViT students and teachers only (the masked branch needs a mask token and a CLS
     token); student and teacher must share the token grid.
+
+    Search space: ``token_weight``, ``fea_weight``, ``patch_weight`` log-uniform [0.3, 3] each (official 1/1/1,
+    the ×0.3-×3 sensitivity sweep of anchors.md §6); ``mask_probability`` uniform [0.25, 1] and ``mask_ratio``
+    uniform [0.25, 0.75] (official 0.5 and 0.5; 0.75 is MAE's and Af-DCD's ratio, probability 1 masks every
+    sample).
     """
 
     defaults = {"token_weight": 1.0, "fea_weight": 1.0, "patch_weight": 1.0, "mask_probability": 0.5,
                 "mask_ratio": 0.5}
+    search_space = {"token_weight": LogUniform(0.3, 3.0), "fea_weight": LogUniform(0.3, 3.0),
+                    "patch_weight": LogUniform(0.3, 3.0), "mask_probability": Uniform(0.25, 1.0),
+                    "mask_ratio": Uniform(0.25, 0.75)}
     teacher_taps = frozenset({"tokens"})
     student_kinds = frozenset({"vit"})
     teacher_kinds = frozenset({"vit"})

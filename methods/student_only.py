@@ -9,9 +9,13 @@ from kdbench.models.segmentor import SegOutput
 
 
 class StudentOnly(Method):
-    """No distillation: the student trained on labelled source data with cross-entropy (the baseline row)."""
+    """No distillation: the student trained on labelled source data with cross-entropy (the baseline row).
+
+    Search space: none; the method has no hyper-parameters of its own, so it is tuned over nothing.
+    """
 
     defaults = {}
+    search_space = {}
     teacher_taps = frozenset()
 
     def loss(self, stage: Stage, batch: Batch, student_out: SegOutput, teacher_out: SegOutput | None

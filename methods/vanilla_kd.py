@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from kdbench.distill import layer_norm_linear, student_patches_on_teacher_grid
 from kdbench.method import Batch, Method, Stage
 from kdbench.models.segmentor import SegOutput
+from kdbench.search import LogUniform
 
 
 def token_mse_loss(projected_student: torch.Tensor, teacher_tokens: torch.Tensor) -> torch.Tensor:
@@ -25,9 +26,14 @@ class VanillaFeatureKD(Method):
     and Proteus, on the final-LayerNorm tokens (CLS and patches for ViT students; a CNN student's last map,
     resampled to the teacher's token grid, against the teacher's patch tokens), loss weight 1.
     For pixel-wise logit KD see ``kd``; for an adapter on a chosen feature level see ``fitnet``.
+
+    Search space: ``weight`` log-uniform [0.1, 10] (GKD gives no weight; 1 as its MSE ablation and Proteus, and
+    the FitNets-style spread of anchors.md §6 capped at 10, since the target is the teacher's final-LayerNorm
+    tokens, not an un-normalised map).
     """
 
     defaults = {"weight": 1.0}
+    search_space = {"weight": LogUniform(0.1, 10.0)}
     teacher_taps = frozenset({"tokens"})
 
     def __init__(self, teacher, student, **hparams):

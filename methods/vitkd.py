@@ -17,6 +17,7 @@ from kdbench.distill import (
 from kdbench.errors import UserError
 from kdbench.method import Batch, Method, Stage
 from kdbench.models.segmentor import Segmentor, SegOutput
+from kdbench.search import LogUniform, Uniform
 
 TokenFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -126,9 +127,14 @@ class ViTKD(Method):
     * Single stage on labelled source data; CE at weight 1 (the official distiller adds the student's own
       classification loss unweighted). That official config also switches on NKD, a logit loss; it is left out
       here (kdbench methods are pure: ViTKD's feature terms and CE only).
+    * Search space: ``alpha`` log-uniform [3e-6, 3e-4] and ``beta`` log-uniform [3e-7, 3e-5], a tenth to ten
+      times the official values (the only published ones, tuned for 196 tokens × 384 channels; the sums scale
+      with token count and width, anchors.md §6); ``mask_ratio`` uniform [0.25, 0.75] (official 0.5; 0.75 is
+      MAE's ratio).
     """
 
     defaults = {"alpha": 3e-5, "beta": 3e-6, "mask_ratio": 0.5}
+    search_space = {"alpha": LogUniform(3e-6, 3e-4), "beta": LogUniform(3e-7, 3e-5), "mask_ratio": Uniform(0.25, 0.75)}
     teacher_taps = frozenset({"blocks", "tokens"})
     student_kinds = frozenset({"vit"})
     teacher_kinds = frozenset({"vit"})
