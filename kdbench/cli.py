@@ -70,8 +70,9 @@ def cli() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: auto (a GPU if there is one).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. train.steps=500 or method.kd.temperature=2. Repeatable.")
-@click.option("--launcher", type=click.Choice(["inline", "local", "slurm"]),
-              help="Where runs execute: inline (default), local (launcher.workers processes), slurm (one job a run).")
+@click.option("--launcher", type=click.Choice(["auto", "inline", "local", "slurm"]),
+              help="Where runs execute: auto (default: one worker per GPU, or per core on CPU), inline (this "
+                   "process), local (launcher.workers processes), slurm (one job a run).")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train each run on this many processes (DDP; one GPU each on GPUs): inline through torchrun, "
                    "with --launcher local/slurm as the tasks of each run's job.")
@@ -106,6 +107,8 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
     if launcher:
         cfg.launcher.kind = launcher
     nproc = nproc if nproc > 1 else cfg.launcher.processes  # --nproc, or launcher.processes from a config
+    if cfg.launcher.kind == "auto" and (nproc > 1 or "WORLD_SIZE" in os.environ):
+        cfg.launcher.kind = "inline"  # one run's processes: torchrun
     if nproc > 1:
         check_batch(cfg.train.batch_size, DistInfo(world=nproc))
         if cfg.launcher.kind != "inline":  # each submitit job runs the run's processes as its tasks
@@ -124,6 +127,14 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
     out_dir = Path(cfg.out)
     check_writable(out_dir)
     jobs = expand(cfg, suite_obj, bench_names, pair_names, method_names)
+    if cfg.launcher.kind == "auto":
+        from kdbench.launch import run_dir
+        from kdbench.launchers import resolve_auto
+
+        layout = resolve_auto(cfg, sum(not run_dir(out_dir, job, cfg, suite_obj).done for job in jobs))
+        workers = f", {cfg.launcher.workers} workers × {cfg.train.threads or 'default'} thread(s)" \
+            if layout.kind == "local" else ""
+        echo(f"kdbench: launcher auto -> {layout.kind}{workers} ({layout.why})")
     processes = f" × {info.world} processes" if info.enabled else ""
     echo(f"kdbench: suite {suite_obj.name} ({cfg.preset}), {len(bench_names)} benchmark(s) × "
          f"{len(pair_names)} pair(s) × {len(method_names)} method(s) × {len(cfg.seeds)} seed(s) "

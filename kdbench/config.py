@@ -85,11 +85,13 @@ class PretrainConfig:
 
 @dataclass
 class LauncherConfig:
-    """Where a sweep's runs execute: ``inline`` (this process, one after another), ``local`` (``workers``
-    processes of this machine, through submitit) or ``slurm`` (one SLURM job per run, through submitit).
+    """Where a sweep's runs execute: ``auto`` (the fastest layout measured for this machine: one worker per GPU,
+    or on CPU one single-threaded worker per core; ``kdbench.launchers.auto_layout``), ``inline`` (this process,
+    one after another), ``local`` (``workers`` processes of this machine, through submitit) or ``slurm`` (one
+    SLURM job per run, through submitit).
     ``processes`` (set by ``--nproc``): each run trains on that many DDP processes inside its job, one GPU each."""
 
-    kind: str = "inline"
+    kind: str = "auto"
     workers: int = 2
     processes: int = 1
     partition: str = ""
@@ -131,7 +133,7 @@ CHOICES = {
     "train.amp": ("auto", "off", "bf16", "fp16"),
     "device": ("auto", "cpu", "cuda"),
     "head": ("light", "mask2former", "mask2former-tiny"),
-    "launcher.kind": ("inline", "local", "slurm"),
+    "launcher.kind": ("auto", "inline", "local", "slurm"),
     "train.teacher_cache": ("auto", "on", "off"),
 }
 

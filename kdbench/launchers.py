@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.config import Config
+from kdbench.engine.trainer import TrainingError
 from kdbench.errors import UserError
 from kdbench.launch import Job, Workspace, fill_teacher_cache, run_dir, run_sweep
 from kdbench.suite import Suite
@@ -32,6 +33,48 @@ class Dispatch:
     counts: dict[str, int]
     job_ids: list[str]
     waited: bool
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What ``launcher.kind=auto`` chose: the launcher, its workers, each worker's threads (0: as configured) and
+    why, in words."""
+
+    kind: str
+    workers: int
+    threads: int
+    why: str
+
+
+def auto_layout(pending: int, gpus: int, cores: int) -> Layout:
+    """``launcher.kind=auto``: with GPUs, one worker per GPU (inline with one GPU); CPU only, one single-threaded
+    worker process per core (up to the runs to do), the faster of the two layouts measured on the 2-core
+    development machine (docs/performance.md, "Worker layout"); inline when there is one run to do."""
+    if pending <= 1:
+        return Layout("inline", 1, 0, "nothing to do" if pending == 0 else "one run to do")
+    if gpus == 1:
+        return Layout("inline", 1, 0, "one GPU")
+    if gpus > 1:
+        workers = min(gpus, pending)
+        return Layout("local", workers, 0, f"one worker per GPU ({gpus} GPUs)")
+    workers = min(cores, pending)
+    if workers <= 1:
+        return Layout("inline", 1, 0, "one CPU core")
+    return Layout("local", workers, max(1, cores // workers), f"CPU only: one worker per core ({cores} cores)")
+
+
+def resolve_auto(cfg: Config, pending: int) -> Layout:
+    """Apply :func:`auto_layout` for this machine to ``cfg`` (kind, workers, and threads where unset)."""
+    import torch
+
+    gpus = 0 if cfg.device == "cpu" else torch.cuda.device_count()
+    layout = auto_layout(pending, gpus, len(os.sched_getaffinity(0)))
+    cfg.launcher.kind = layout.kind
+    if layout.kind == "local":
+        cfg.launcher.workers = layout.workers
+        if cfg.train.threads == 0 and layout.threads:
+            cfg.train.threads = layout.threads
+    return layout
 
 
 def run_group(jobs: list[Job], cfg: Config, suite: Suite, out: str) -> dict[str, int]:
@@ -145,16 +188,20 @@ def prepare_caches(jobs: list[Job], cfg: Config, suite: Suite, echo: Echo) -> No
     ws = Workspace(cfg, suite, resolve_runtime(cfg.device, cfg.train.amp, cfg.train.threads), echo)
     teachers = {(job.pair.name, job.benchmark.source): job for job in jobs}
     students = {job.pair.name: job for job in jobs if job.method != "teacher"}
-    for job in teachers.values():
-        ws.teacher(job.pair, job.benchmark.source)
-    for job in students.values():
-        ws.student(job.pair, 1, job.seed)
-    if cfg.train.teacher_cache != "off":
-        methods = {(job.pair.name, job.benchmark.source, job.method, json.dumps(job.hparams, sort_keys=True,
-                                                                                default=str)): job
-                   for job in jobs if job.method != "teacher"}
-        for job in methods.values():
-            fill_teacher_cache(job, ws)
+    methods = {(job.pair.name, job.benchmark.source, job.method, json.dumps(job.hparams, sort_keys=True,
+                                                                            default=str)): job
+               for job in jobs if job.method != "teacher"} if cfg.train.teacher_cache != "off" else {}
+    steps = [*((job, lambda job=job: ws.teacher(job.pair, job.benchmark.source)) for job in teachers.values()),
+             *((job, lambda job=job: ws.student(job.pair, 1, job.seed)) for job in students.values()),
+             *((job, lambda job=job: fill_teacher_cache(job, ws)) for job in methods.values())]
+    said: set[str] = set()
+    for job, prepare in steps:
+        try:
+            prepare()
+        except (TrainingError, UserError) as exc:  # left to the runs that need it: each fails with this, as inline
+            if str(exc) not in said:
+                said.add(str(exc))
+                echo(f"kdbench: could not prepare {job.pair.name} on {job.benchmark.source}: {exc}")
 
 
 def dispatch(jobs: list[Job], cfg: Config, suite: Suite, out: Path, echo: Echo) -> Dispatch:
@@ -188,6 +235,7 @@ def dispatch(jobs: list[Job], cfg: Config, suite: Suite, out: Path, echo: Echo) 
     if kind == "slurm":
         return Dispatch({"done": 0, "skipped": skipped, "failed": 0}, ids, False)
     counts = {"done": 0, "skipped": skipped, "failed": 0}
+    follow(submitted, echo)
     for job in submitted:
         try:
             result = job.results()[0]  # a run's DDP processes all return; rank 0's counts stand for them
@@ -198,3 +246,30 @@ def dispatch(jobs: list[Job], cfg: Config, suite: Suite, out: Path, echo: Echo) 
         for key in ("done", "skipped", "failed"):
             counts[key] += result[key]
     return Dispatch(counts, ids, True)
+
+
+def follow(submitted: list[Any], echo: Echo, poll_s: float = 0.5) -> None:
+    """Echo each local worker's new log lines (its runs' result lines, prefixed ``w<i>``) until every worker has
+    ended, so a sweep on local workers shows its progress as an inline one does."""
+    import time
+
+    offsets = [0] * len(submitted)
+
+    def drain() -> None:
+        for i, job in enumerate(submitted):
+            path = Path(job.paths.stdout)
+            if not path.is_file():
+                continue
+            with path.open("rb") as f:
+                f.seek(offsets[i])
+                data = f.read()
+            complete = data[:data.rfind(b"\n") + 1]
+            offsets[i] += len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                if line.strip() and not line.startswith("submitit "):  # submitit's own job bookkeeping
+                    echo(f"w{i} {line}")
+
+    while not all(job.done() for job in submitted):
+        drain()
+        time.sleep(poll_s)
+    drain()

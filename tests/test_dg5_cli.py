@@ -142,7 +142,8 @@ def test_dg5_run_without_a_data_root_stops_before_any_work(weights, tmp_path):
     assert not (tmp_path / "out" / "dg5").exists()
 
 
-def test_a_teacher_file_that_cannot_be_read_fails_its_runs_not_the_sweep(data, weights, tmp_path):
+@pytest.mark.parametrize("launcher", ["inline", "local"])
+def test_a_teacher_file_that_cannot_be_read_fails_its_runs_not_the_sweep(data, weights, tmp_path, launcher):
     root, cache = data
     good = dict(w.split("=", 1) for w in weights)
     broken = tmp_path / "truncated.pth"
@@ -152,10 +153,13 @@ def test_a_teacher_file_that_cannot_be_read_fails_its_runs_not_the_sweep(data, w
                     "tiny-real-f2l", "--methods", "student-only,cwd", "--seeds", "0", "--out", str(out),
                     "--set", "head=light", "--set", f"data.cache_dir={cache}", "--set", "data.workers=0",
                     "--set", "train.steps=2", "--set", "train.batch_size=2", "--set", "pretrain.head_steps=2",
-                    "--set", f"weights.tiny-dinov2={broken}", "--set", f"weights.tiny-deit={good['weights.tiny-deit']}")
+                    "--set", f"weights.tiny-dinov2={broken}", "--set", f"weights.tiny-deit={good['weights.tiny-deit']}",
+                    "--launcher", launcher)
     assert result.exit_code == 1 and "Traceback" not in result.output
     failed = [line for line in result.output.splitlines() if ": FAILED: " in line]
-    assert [line.split(" ", 1)[0] for line in failed] == ["[1/3]", "[2/3]", "[3/3]"]  # every run was tried
+    tried = sorted(line.split("] ", 1)[1].split(": FAILED")[0] for line in failed)  # every run was tried
+    assert tried == ["potsdam/tiny-real-f2l/cwd seed 0", "potsdam/tiny-real-f2l/student-only seed 0",
+                     "potsdam/tiny-real-f2l/teacher"]
     assert all(f"weights file {broken} could not be read" in line for line in failed)
     assert "0 run(s) done, 0 skipped, 3 failed" in result.output
     report = invoke("report", str(out))
