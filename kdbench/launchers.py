@@ -185,7 +185,8 @@ def prepare_caches(jobs: list[Job], cfg: Config, suite: Suite, echo: Echo) -> No
     outputs their stages will look up (``train.teacher_cache``), once, before workers start."""
     from kdbench.engine.runtime import resolve_runtime
 
-    ws = Workspace(cfg, suite, resolve_runtime(cfg.device, cfg.train.amp, cfg.train.threads), echo)
+    cores = len(os.sched_getaffinity(0))  # no worker runs yet, so every core, whatever train.threads gives each
+    ws = Workspace(cfg, suite, resolve_runtime(cfg.device, cfg.train.amp, cores), echo)
     teachers = {(job.pair.name, job.benchmark.source): job for job in jobs}
     students = {job.pair.name: job for job in jobs if job.method != "teacher"}
     methods = {(job.pair.name, job.benchmark.source, job.method, json.dumps(job.hparams, sort_keys=True,
