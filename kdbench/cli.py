@@ -76,10 +76,12 @@ def cli() -> None:
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train each run on this many processes (DDP; one GPU each on GPUs): inline through torchrun, "
                    "with --launcher local/slurm as the tasks of each run's job.")
+@click.option("--trials", help="Hyper-parameter settings per (benchmark, pair, method): trial 0 is the defaults, "
+                               "the rest drawn from the method's search space (sets search.trials). Default: 1.")
 @user_errors
-def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root, out, device, sets, launcher, nproc
-        ) -> None:
-    """Train and evaluate every (benchmark, pair, method, seed) of a suite; skip runs already done."""
+def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root, out, device, sets, launcher, nproc,
+        trials) -> None:
+    """Train and evaluate every (benchmark, pair, method, trial, seed) of a suite; skip runs already done."""
     from kdbench.engine.distributed import DistInfo, check_batch, init_from_env
     from kdbench.engine.runtime import resolve_runtime
     from kdbench.launch import expand, run_sweep
@@ -87,6 +89,7 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
     from kdbench.resolve import (
         check_compatible,
         check_data_root,
+        check_search_spaces,
         check_teacher_cache,
         check_teacher_weights,
         check_writable,
@@ -103,7 +106,13 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
     options = {"suite": suite, "methods": _csv(methods), "pairs": _csv(pairs), "benchmarks": _csv(benchmarks),
                "seeds": seed_list, "preset": preset, "out": out, "device": device,
                "data": {"root": data_root} if data_root else None}
+    if trials is not None:
+        from kdbench.search import check_trial_count
+
+        check_trial_count(trials)
     cfg, suite_obj = resolve_config(config_file, options, sets)
+    if trials is not None:
+        cfg.search.trials = int(trials)
     if launcher:
         cfg.launcher.kind = launcher
     nproc = nproc if nproc > 1 else cfg.launcher.processes  # --nproc, or launcher.processes from a config
@@ -121,6 +130,7 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
     check_batch(cfg.train.batch_size, info)
     echo = click.echo if info.is_main else _silent
     check_compatible(method_names, pair_names)
+    check_search_spaces(method_names)
     check_teacher_weights(cfg, pair_names)
     check_data_root(cfg, suite_obj, bench_names)
     check_teacher_cache(cfg, suite_obj, bench_names, pair_names, method_names)
@@ -137,7 +147,8 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
         echo(f"kdbench: launcher auto -> {layout.kind}{workers} ({layout.why})")
     processes = f" × {info.world} processes" if info.enabled else ""
     echo(f"kdbench: suite {suite_obj.name} ({cfg.preset}), {len(bench_names)} benchmark(s) × "
-         f"{len(pair_names)} pair(s) × {len(method_names)} method(s) × {len(cfg.seeds)} seed(s) "
+         f"{len(pair_names)} pair(s) × {len(method_names)} method(s) × "
+         f"{f'up to {cfg.search.trials} trial(s) × ' if cfg.search.trials > 1 else ''}{len(cfg.seeds)} seed(s) "
          f"+ teacher rows = {len(jobs)} runs on {runtime.device_name}{processes} ({runtime.precision})")
     start = time.perf_counter()
     if cfg.launcher.kind == "inline":
@@ -170,17 +181,22 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
 @click.option("--methods", help="Only these methods (comma-separated); the teacher and student-only rows stay.")
 @click.option("--pairs", help="Only these teacher->student pairs (comma-separated).")
 @click.option("--benchmarks", help="Only these benchmarks (comma-separated).")
+@click.option("--select", "select_rules",
+              help="Model-selection rules, comma-separated or 'all': default (trial 0), source-val, oracle (uses "
+                   "target labels: an upper bound). Default: every rule the results allow, where methods ran "
+                   "several trials.")
 @user_errors
-def report(results_dir, out, formats, methods, pairs, benchmarks) -> None:
+def report(results_dir, out, formats, methods, pairs, benchmarks, select_rules) -> None:
     """Paper tables (Markdown, CSV, LaTeX), plots and report.md from the run records under RESULTS_DIR."""
     from kdbench.report import write_report
     from kdbench.report.render import to_markdown
+    from kdbench.selection import parse_rules
 
+    rules = parse_rules(select_rules) if select_rules is not None else None
     written = write_report(Path(results_dir), Path(out) if out else None, tuple(_csv(formats) or []),
-                           _csv(methods), _csv(pairs), _csv(benchmarks))
-    for _, table in written.tables:
-        setting = f" ({table.setting})" if table.setting else ""
-        click.echo(f"{table.suite}{setting}, {table.pair} ({table.pair_kind})\n{to_markdown(table)}\n")
+                           _csv(methods), _csv(pairs), _csv(benchmarks), rules)
+    for heading, table in written.tables:
+        click.echo(f"{heading.removeprefix('## Suite ')}, {table.pair} ({table.pair_kind})\n{to_markdown(table)}\n")
     click.echo(f"wrote {len(written.files)} file(s) under {(Path(out) if out else Path(results_dir)).resolve()}")
     if written.markdown is not None:
         click.echo(f"report: {written.markdown.resolve()}")
@@ -189,18 +205,26 @@ def report(results_dir, out, formats, methods, pairs, benchmarks) -> None:
 @cli.command(name="list")
 @click.argument("what", type=click.Choice(["methods", "suites", "pairs", "benchmarks", "domains", "datasets",
                                            "models"]))
+@click.option("--details", is_flag=True, help="methods: also each one's hyper-parameters, defaults and search space.")
 @user_errors
-def list_(what) -> None:
+def list_(what, details) -> None:
     """What is registered, one line each."""
     if what == "methods":
         from kdbench.method import METHODS
+        from kdbench.search import describe_space, tunable
 
         for name in METHODS.names():
             try:
-                description = METHODS.get(name).description()
+                method = METHODS.get(name)
+                description = method.description()
             except UserError as exc:
-                description = f"(failed to load: {exc})"
+                method, description = None, f"(failed to load: {exc})"
             click.echo(f"{name:16s} {description}")
+            if details and method is not None:
+                defaults = ", ".join(f"{k}={v}" for k, v in method.defaults.items()) or "none"
+                click.echo(f"{'':16s}   hyper-parameters: {defaults}")
+                space = describe_space(method) if tunable(method) else "none (run at its defaults only)"
+                click.echo(f"{'':16s}   search space: {space}")
         click.echo(f"{'teacher':16s} (row, not a method) the frozen teacher itself, evaluated on every benchmark")
     elif what == "suites":
         from kdbench.suite import load_suite, suite_names

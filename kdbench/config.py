@@ -51,6 +51,9 @@ class EvalConfig:
     images: int = 128
     batch_size: int = 64
     protocol: str = "whole"
+    #: also score every domain's validation split (source-val, target-val: for model selection, never for the
+    #: test tables) where the suite has one
+    validate: bool = True
 
 
 @dataclass
@@ -103,6 +106,17 @@ class LauncherConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Hyper-parameter search (issue 15, ``kdbench.search``): ``trials`` settings per (benchmark, pair, method).
+    Trial 0 is the method's defaults with any ``method.<name>.<key>`` the config sets; trials 1.. are drawn from
+    the method's ``search_space`` from ``seed`` (prefix-stable: 8 trials after 4 reuse the 4). A key the config
+    sets is held at that value in every trial, not tuned. Every trial runs on every seed."""
+
+    trials: int = 1
+    seed: int = 0
+
+
+@dataclass
 class Config:
     suite: str = "synth5"
     preset: str = "quick"
@@ -117,6 +131,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     method: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the decode head of students and teachers: ``light`` (synthetic suites), ``mask2former`` (the paper's) or
     #: ``mask2former-tiny`` (a CPU-sized Mask2Former for tests)
@@ -298,7 +313,7 @@ def validate(config: Config) -> None:
     positive = {"train.steps": config.train.steps, "train.batch_size": config.train.batch_size,
                 "eval.batch_size": config.eval.batch_size, "data.image_size": config.data.image_size,
                 "launcher.workers": config.launcher.workers, "launcher.timeout_min": config.launcher.timeout_min,
-                "launcher.processes": config.launcher.processes}
+                "launcher.processes": config.launcher.processes, "search.trials": config.search.trials}
     for key, value in positive.items():
         if value <= 0:
             raise UserError(f"{key} must be positive, got {value}")

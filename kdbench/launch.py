@@ -24,6 +24,7 @@ import torch
 from kdbench.config import Config
 from kdbench.data.domains import get_domain
 from kdbench.data.loaders import FixedInputs, StageData
+from kdbench.data.real.holdout import RULE as HOLDOUT_RULE
 from kdbench.data.sources import domain_classes, is_real
 from kdbench.data.synthetic import Split, make_split
 from kdbench.engine.distributed import barrier, current, main_process_first
@@ -41,6 +42,7 @@ from kdbench.models.segmentor import Segmentor
 from kdbench.models.zoo import MODELS, PAIRS, Pair
 from kdbench.resolve import TEACHER
 from kdbench.results import RunDir, git_commit, versions
+from kdbench.search import draw_trials
 from kdbench.suite import Benchmark, Suite
 
 
@@ -51,24 +53,48 @@ class Job:
     method: str
     seed: int
     hparams: dict[str, Any] = field(default_factory=dict, hash=False)
+    #: the hyper-parameter trial (``search.trials``): 0 is the defaults
+    trial: int = 0
 
     @property
     def label(self) -> str:
         seed = "" if self.method == TEACHER else f" seed {self.seed}"
-        return f"{self.benchmark.name}/{self.pair.name}/{self.method}{seed}"
+        trial = f" trial {self.trial}" if self.trial else ""
+        return f"{self.benchmark.name}/{self.pair.name}/{self.method}{trial}{seed}"
 
 
 def expand(cfg: Config, suite: Suite, benchmarks: list[str], pairs: list[str], methods: list[str]) -> list[Job]:
-    """The sweep in execution order: per benchmark and pair, the teacher row, then methods × seeds."""
+    """The sweep in execution order: per benchmark and pair, the teacher row, then methods × trials × seeds."""
     jobs = []
     for b in benchmarks:
         for p in pairs:
             bench, pair = suite.benchmarks[b], PAIRS.get(p)
             jobs.append(Job(bench, pair, TEACHER, 0))
             for m in methods:
-                hp = METHODS.get(m).resolve_hparams(cfg.method.get(m, {}))
-                jobs.extend(Job(bench, pair, m, s, hp) for s in cfg.seeds)
+                for trial, hp in enumerate(trial_settings(cfg, f"{suite.name}/{b}/{p}/{m}", m)):
+                    jobs.extend(Job(bench, pair, m, s, hp, trial) for s in cfg.seeds)
     return jobs
+
+
+#: split name -> the name synthetic images are rendered under (its seeds); the test split has been rendered as
+#: "val" since the first release, so the validation split, added later, has a name of its own
+SYNTHETIC_SPLITS = {"train": "train", "test": "val", "val": "heldout-val"}
+
+
+def trial_settings(cfg: Config, scope: str, method: str) -> list[dict[str, Any]]:
+    """The hyper-parameters of each of ``search.trials`` trials of ``method`` in ``scope`` (suite/benchmark/pair/
+    method): draws from its search space (``kdbench.search.draw_trials``), with the keys the config sets held at
+    the config's values; a draw that then repeats an earlier trial is dropped."""
+    cls = METHODS.get(method)
+    fixed = cfg.method.get(method, {})
+    base = cls.resolve_hparams(fixed)
+    settings: list[dict[str, Any]] = []
+    for drawn in draw_trials(cls, cfg.search.trials, cfg.search.seed, scope):
+        setting = {**drawn, **{k: base[k] for k in fixed}}
+        cls.check_hparams(setting)
+        if setting not in settings:
+            settings.append(setting)
+    return settings
 
 
 #: settings that say how a run is carried out or where its inputs lie, never what it computes
@@ -76,7 +102,7 @@ NOT_IDENTITY = {"train": ("threads", "log_every", "checkpoint_every", "compile",
                 "data": ("paths", "cache_dir", "workers")}
 #: settings added after runs were recorded: part of a run's identity only when they differ from their default, so
 #: adding them renamed no finished run
-LATER_SETTINGS = {"train": {"stages": {}}, "data": {"proxy_root": ""}}
+LATER_SETTINGS = {"train": {"stages": {}}, "data": {"proxy_root": ""}, "eval": {"validate": True}}
 
 
 def _section(name: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -90,8 +116,10 @@ def run_identity(job: Job, cfg: Config, suite: Suite) -> dict[str, Any]:
     identity = {"suite": suite.name, "benchmark": job.benchmark.name, "source": job.benchmark.source,
                 "targets": list(job.benchmark.targets), "pair": job.pair.name, "teacher": job.pair.teacher,
                 "student": job.pair.student, "method": job.method, "seed": job.seed, "hparams": job.hparams,
-                "data": _section("data", vars(cfg.data)), "eval": vars(cfg.eval), "pretrain": {
+                "data": _section("data", vars(cfg.data)), "eval": _section("eval", vars(cfg.eval)), "pretrain": {
                     k: v for k, v in vars(cfg.pretrain).items() if k != "cache_dir"}}
+    if any(is_real(d) for d in job.benchmark.domains):  # what real runs train and select on
+        identity["data"]["holdout"] = HOLDOUT_RULE
     if job.method != TEACHER:
         identity["train"] = _section("train", vars(cfg.train))
     if cfg.head != "light":
@@ -140,13 +168,15 @@ class Workspace:
         return self._real
 
     def split(self, domain: str, split: str) -> Split:
+        """A synthetic domain's ``train``, ``val`` or ``test`` split (each rendered from its own seeds)."""
         key = (domain, split)
         if key not in self._splits:
             count = self.cfg.data.train_images if split == "train" else self.cfg.eval.images
             if count <= 0:
                 raise UserError(f"{'data.train_images' if split == 'train' else 'eval.images'} must be positive "
                                 f"for synthetic domains (0 means 'all' on real datasets only)")
-            self._splits[key] = make_split(get_domain(domain), split, count, self.cfg.data.image_size)
+            self._splits[key] = make_split(get_domain(domain), SYNTHETIC_SPLITS[split], count,
+                                           self.cfg.data.image_size)
         return self._splits[key]
 
     def stage_data(self, source: str):
@@ -156,13 +186,22 @@ class Workspace:
         domain = get_domain(source)
         return StageData(self.split(source, "train"), domain.scene, self.cfg.data.image_size, self.runtime.device)
 
-    def score(self, model: Segmentor, domain: str) -> DomainScore:
-        """``model``'s mIoU on ``domain``'s evaluation split under the sweep's protocol."""
+    def score(self, model: Segmentor, domain: str, split: str = "test") -> DomainScore:
+        """``model``'s mIoU on ``domain``'s ``test`` (or ``val``) split under the sweep's protocol."""
         if is_real(domain):
-            return evaluate_loader(model, self.real.eval_loader(domain), len(domain_classes(domain)),
-                                   self.protocol, self.runtime, desc=f"eval {domain}")
-        return evaluate(model, self.split(domain, "val"), self.protocol, self.cfg.eval.batch_size, self.runtime,
-                        desc=f"eval {domain}")
+            loaders = {"test": self.real.eval_loader, "val": self.real.val_loader}
+            if split not in loaders:
+                raise UserError(f"{domain}: no split {split!r}; real datasets have test and val splits")
+            return evaluate_loader(model, loaders[split](domain), len(domain_classes(domain)), self.protocol,
+                                   self.runtime, desc=f"eval {domain} ({split})")
+        return evaluate(model, self.split(domain, split), self.protocol, self.cfg.eval.batch_size, self.runtime,
+                        desc=f"eval {domain} ({split})")
+
+    def has_val(self, domain: str) -> bool:
+        """Whether ``domain`` has a validation split disjoint from its test and training images (and
+        ``eval.validate`` scores it): every synthetic domain; a real dataset with a labelled training split
+        (``kdbench.data.real.holdout``)."""
+        return self.cfg.eval.validate and (not is_real(domain) or self.real.has_val(domain))
 
     def teacher(self, pair: Pair, source: str) -> Segmentor:
         key = (pair.teacher, source)
@@ -266,13 +305,15 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
     train_wall = time.perf_counter() - start
     if not ranks.is_main:  # rank 0 evaluates and writes
         return []
-    scores = {d: ws.score(model, d) for d in bench.domains}
+    scores = {(d, "test"): ws.score(model, d) for d in bench.domains}
+    scores.update({(d, "val"): ws.score(model, d, "val") for d in bench.domains if ws.has_val(d)})
     peak = (torch.cuda.max_memory_allocated(ws.runtime.device) if ws.runtime.device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     common = {
         "suite": ws.suite.name, "benchmark": bench.name, "pair": job.pair.name, "pair_kind": job.pair.kind,
         "teacher": job.pair.teacher, "student": job.pair.student if job.method != TEACHER else job.pair.teacher,
-        "method": job.method, "hparams": job.hparams, "seed": job.seed, "protocol": ws.protocol.name,
+        "method": job.method, "hparams": job.hparams, "trial": job.trial, "seed": job.seed,
+        "protocol": ws.protocol.name,
         "protocol_caption": ws.protocol.caption(), "checkpoint": "last", **info,
         "student_params": sum(p.numel() for p in model.parameters()),
         "wall_s": round(time.perf_counter() - start, 2), "train_wall_s": round(train_wall, 2),
@@ -285,12 +326,44 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
         "versions": versions(), "git_commit": git_commit(), "run_dir": rd.path.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return [{**common, "domain": d, "role": "source" if d == bench.source else "target", "miou": round(s.miou, 3),
-             "per_class_iou": dict(zip(domain_classes(d), s.per_class_iou, strict=True)), "images": s.images}
-            for d, s in scores.items()]
+    return [{**common, "domain": d, "role": "source" if d == bench.source else "target", "split": split,
+             "miou": round(s.miou, 3), "per_class_iou": dict(zip(domain_classes(d), s.per_class_iou, strict=True)),
+             "images": s.images}
+            for (d, split), s in scores.items()]
+
+
+def add_val_records(job: Job, ws: Workspace, rd: RunDir) -> int:
+    """Score a finished run recorded before validation splits existed on them now, from its final weights (the
+    last stage's checkpoint; the teacher row's cached teacher), and add those rows to its records, as the run
+    would have written them. Returns how many rows were added (0: it has them, or there is nothing to score)."""
+    records = rd.records()
+    domains = [d for d in job.benchmark.domains if ws.has_val(d)]
+    if not records or not domains or any(r.get("split") == "val" for r in records):
+        return 0
+    bench = job.benchmark
+    teacher = ws.teacher(job.pair, bench.source)
+    model = teacher
+    if job.method != TEACHER:
+        method = build_method(job, teacher, ws.student(job.pair, len(domain_classes(bench.source)), job.seed),
+                              ws.runtime.device)
+        final = rd.path / f"stage-{method.stages()[-1].name}.pt"
+        if not final.is_file():
+            return 0
+        method.student.load_state_dict(torch.load(final, map_location=ws.runtime.device, weights_only=True)["student"])
+        model = method.student
+    template = next(r for r in records if r.get("split", "test") == "test")
+    rows = []
+    for domain in domains:
+        score = ws.score(model, domain, "val")
+        rows.append({**template, "domain": domain, "role": "source" if domain == bench.source else "target",
+                     "split": "val", "miou": round(score.miou, 3), "images": score.images,
+                     "per_class_iou": dict(zip(domain_classes(domain), score.per_class_iou, strict=True))})
+    rd.add_records(rows)
+    return len(rows)
 
 
 def summary_line(job: Job, records: list[dict[str, Any]]) -> str:
+    records = [r for r in records if r.get("split", "test") == "test"]
     source = next(r for r in records if r["role"] == "source")
     targets = [r for r in records if r["role"] == "target"]
     ood = sum(r["miou"] for r in targets) / len(targets)
@@ -310,7 +383,9 @@ def run_sweep(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out:
         prefix = f"[{i}/{len(jobs)}]"
         if rd.done:
             counts["skipped"] += 1
-            echo(f"{prefix} {job.label}: already done, skipped ({rd.path})")
+            added = add_val_records(job, ws, rd) if info.is_main else 0
+            scored = f"; scored on the {added} val split(s) it was recorded without" if added else ""
+            echo(f"{prefix} {job.label}: already done, skipped ({rd.path}){scored}")
             continue
         point = None
         if job.method != TEACHER:

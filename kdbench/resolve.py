@@ -78,6 +78,13 @@ def check_compatible(methods: list[str], pairs: list[str]) -> None:
                     raise UserError(f"{problem} (pair {pair_name!r} has {model})")
 
 
+def check_search_spaces(methods: list[str]) -> None:
+    """Every selected method's search space must name its own hyper-parameters with possible ranges (checked
+    whatever ``search.trials``: a plugin's broken space is found on its first sweep, not its first search)."""
+    for method in methods:
+        METHODS.get(method).check_search_space()
+
+
 def check_teacher_weights(cfg: Config, pairs: list[str]) -> None:
     """Before any work: every selected real model has its ``weights.<model>`` file, and a
     ``pretrain.teacher_weights`` file loads into every selected pair's (synthetic) teacher."""

@@ -73,6 +73,18 @@ class RunDir:
         atomic_write_text(self.path / DONE, "")
         (self.path / RESUME).unlink(missing_ok=True)
 
+    def records(self) -> list[dict[str, Any]]:
+        """The run's records (none before it is finished)."""
+        path = self.path / RECORDS
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def add_records(self, rows: list[dict[str, Any]]) -> None:
+        """Append ``rows`` to a finished run's records, in one atomic write."""
+        kept = (self.path / RECORDS).read_text() if (self.path / RECORDS).is_file() else ""
+        atomic_write_text(self.path / RECORDS, kept + "".join(json.dumps(r) + "\n" for r in rows))
+
     def fail(self, reason: str) -> None:
         atomic_write_text(self.path / FAILED, reason.strip() + "\n")
         (self.path / RESUME).unlink(missing_ok=True)

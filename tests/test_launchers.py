@@ -20,7 +20,7 @@ ARGS = ["run", "--suite", "smoke", "--benchmarks", "game2real", "--pairs", "tiny
 
 def scores(root: Path) -> list[tuple]:
     rows = [json.loads(line) for p in root.rglob("records.jsonl") for line in p.read_text().splitlines()]
-    return sorted((r["method"], r["seed"], r["domain"], r["miou"]) for r in rows)
+    return sorted((r["method"], r["seed"], r["domain"], r["split"], r["miou"]) for r in rows)
 
 
 def invoke(*args: str):
@@ -33,7 +33,7 @@ def test_local_workers_match_inline_and_relaunch_skips(tmp_path):
     local = invoke(*ARGS, "--out", str(tmp_path / "local"), "--launcher", "local", "--set", "launcher.workers=2")
     assert local.exit_code == 0, local.output
     assert "5 run(s) in 2 local job(s)" in local.output and "5 run(s) done, 0 skipped, 0 failed" in local.output
-    assert scores(tmp_path / "local") == scores(tmp_path / "inline") and len(scores(tmp_path / "inline")) == 20
+    assert scores(tmp_path / "local") == scores(tmp_path / "inline") and len(scores(tmp_path / "inline")) == 2 * 20
     assert (tmp_path / "local" / "report.md").is_file()
     again = invoke(*ARGS, "--out", str(tmp_path / "local"), "--launcher", "local")
     assert again.exit_code == 0 and "0 run(s) done, 5 skipped, 0 failed" in again.output

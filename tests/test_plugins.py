@@ -95,7 +95,8 @@ def test_run_plugin_with_hyperparameter(plugin: tuple[Path, Path]) -> None:
     assert len(files) == 1, files
     records = [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
     assert {r["domain"]: r["role"] for r in records} == GAME2REAL
-    assert len(records) == len(GAME2REAL), "one record per domain"
+    assert len(records) == 2 * len(GAME2REAL), "one record per domain and split"
+    assert sorted(r["split"] for r in records) == ["test"] * len(GAME2REAL) + ["val"] * len(GAME2REAL)
     for record in records:
         assert record["method"] == "my-plugin"
         assert record["hparams"] == {"weight": 2.0}

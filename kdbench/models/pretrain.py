@@ -23,7 +23,8 @@ import torch
 from kdbench.config import Config
 from kdbench.data.domains import get_domain
 from kdbench.data.loaders import StageData
-from kdbench.data.sources import domain_classes
+from kdbench.data.real.holdout import RULE as HOLDOUT_RULE
+from kdbench.data.sources import domain_classes, is_real
 from kdbench.data.synthetic import PretrainStream, make_split, to_float
 from kdbench.engine.optim import param_groups
 from kdbench.engine.runtime import Runtime
@@ -130,6 +131,8 @@ def teacher_segmentor(spec: ModelSpec, cfg: Config, excluded: list[str], source:
         payload["head"] = cfg.head
     if spec.pretrain == "file":
         payload["schedule"] = [cfg.train.schedule, cfg.train.warmup]
+    if is_real(source):  # trained on the source list less its validation slice
+        payload["holdout"] = HOLDOUT_RULE
     key = content_key(payload)
     path = cache_dir(cfg) / f"teacher-{spec.name}-{source}-{key}.pt"
     head_only = spec.pretrain == "file"  # a real backbone is its weight file; only the head is worth caching

@@ -30,6 +30,8 @@ from kdbench.report.frames import (
     targets_by_benchmark,
 )
 from kdbench.report.render import to_csv, to_latex, to_markdown
+from kdbench.report.selected import RuleView, apply_rule, check_rules, rules_present, searched, sensitivity
+from kdbench.report.significance import welch_interval
 from kdbench.report.tables import PaperTable, best_baseline, paper_table
 from kdbench.results import atomic_write_text
 
@@ -89,10 +91,35 @@ def _provenance(records: pd.DataFrame, scores: pd.DataFrame) -> str:
                       f"versions {'; '.join(versions)}"])
 
 
+def tuned_keys() -> dict[str, list[str]]:
+    """Each registered method's search-space keys."""
+    from kdbench.method import METHODS
+
+    keys = {}
+    for name in METHODS.names():
+        try:
+            keys[name] = list(METHODS.get(name).search_space)
+        except UserError:
+            keys[name] = []
+    return keys
+
+
+#: what each selection rule looks at, for the report's headings and captions
+RULE_TEXT = {
+    "default": "trial 0, the method's defaults (looks at no score)",
+    "source-val": "the trial with the best seed-mean source-val mIoU (held-out images of the training domain: "
+                  "what a practitioner without target data can do)",
+    "oracle": "the trial with the best seed-mean target-val mIoU; it uses target labels, so it is an upper bound "
+              "on selection, not a result",
+}
+
+
 def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] = FORMATS,
                  methods: list[str] | None = None, pairs: list[str] | None = None,
-                 benchmarks: list[str] | None = None) -> Report:
-    """Write the report of the runs under ``root`` into ``out`` (default: ``root``)."""
+                 benchmarks: list[str] | None = None, select: list[str] | None = None) -> Report:
+    """Write the report of the runs under ``root`` into ``out`` (default: ``root``). Where a method ran several
+    trials, or ``select`` names rules, one set of tables per selection rule (default: every rule the results
+    allow)."""
     root = Path(root)
     out = Path(out) if out else root
     if not formats:
@@ -124,10 +151,26 @@ def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] =
              "a target column is that domain's mIoU, *avg* the plain mean over a benchmark's targets (as the GKD "
              "paper), *ID* the source domain's; *mean ID/OOD* average the benchmarks per seed first. Bold: the best "
              "value of a column, the teacher aside. *Δ best baseline*: against the strongest other method, leaving "
-             "out student-only and the row's own ablations. *train s*: mean wall seconds of the method's training "
-             "stages per run (no shared pretraining, no evaluation).", ""]
-    for (suite, setting), per_setting in scores.groupby(["suite", "setting"], sort=False):
-        lines += _setting_section(suite, setting, per_setting, records, out, formats, report, methods is not None)
+             "out student-only and the row's own ablations. Each Δ carries its 95% Welch interval over seeds in "
+             "brackets, *n.s.* where it contains 0 (none with one seed). *train s*: mean wall seconds of the "
+             "method's training stages per run (no shared pretraining, no evaluation).", ""]
+    if not (select or searched(scores)):
+        for (suite, setting), per_setting in scores.groupby(["suite", "setting"], sort=False):
+            lines += _setting_section(suite, setting, per_setting, records, out, formats, report,
+                                      methods is not None)
+    else:
+        present = rules_present(records, scores)
+        rules = select or present
+        check_rules(rules, present)
+        for index, rule in enumerate(rules):
+            view = apply_rule(records, scores, rule, tuned_keys())
+            lines += [f"## Selection rule: {rule}", "", f"Each cell reports {RULE_TEXT[rule]}, with its test "
+                      "scores over seeds.", "", *_chosen_table(view), ""]
+            shown = formats if index == 0 else tuple(f for f in formats if f not in ("png", "svg"))
+            for (suite, setting), per_setting in view.scores.groupby(["suite", "setting"], sort=False):
+                lines += _setting_section(suite, setting, per_setting, records, out, shown, report,
+                                          methods is not None, rule)
+        lines += _sensitivity_table(sensitivity(scores))
     lines += _problems(results, records)
     if report.markdown is not None:
         atomic_write_text(report.markdown, "\n".join(lines))
@@ -135,17 +178,46 @@ def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] =
     return report
 
 
+def _chosen_table(view: RuleView) -> list[str]:
+    """The trial each cell reports under the rule, with its tuned values and the val score it was chosen on."""
+    if view.chosen.empty:
+        return []
+    lines = ["| pair | benchmark | method | trial | tuned values | val mIoU chosen on | seeds | trials |",
+             "|---|---|---|---:|---|---:|---:|---:|"]
+    for row in view.chosen.itertuples():
+        values = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.values.items())
+        score = "–" if row.score is None or pd.isna(row.score) else f"{row.score:.1f}"
+        lines.append(f"| {row.pair} | {row.benchmark} | {row.base} | {row.trial} | {values or 'no search space'} "
+                     f"| {score} | {row.seeds} | {row.trials} |")
+    return lines
+
+
+def _sensitivity_table(frame: pd.DataFrame) -> list[str]:
+    """Each searched method's spread of seed-mean OOD over its trials (test scores; it chooses nothing)."""
+    if frame.empty:
+        return []
+    lines = ["## Sensitivity to hyper-parameters", "", "Seed-mean OOD mIoU of every trial of a cell (test scores, "
+             "for describing the search only; no rule reads them): lowest, highest, and the std over trials.", "",
+             "| pair | benchmark | method | trials | lowest | highest | std |", "|---|---|---|---:|---:|---:|---:|"]
+    for row in frame.itertuples():
+        lines.append(f"| {row.pair} | {row.benchmark} | {row.base} | {row.trials} | {row.low:.1f} | {row.high:.1f} "
+                     f"| {row.std:.1f} |")
+    return [*lines, ""]
+
+
 def _setting_section(suite: str, setting: str, scores: pd.DataFrame, records: pd.DataFrame, out: Path,
-                     formats: tuple[str, ...], report: Report, chosen: bool) -> list[str]:
+                     formats: tuple[str, ...], report: Report, chosen: bool, rule: str | None = None) -> list[str]:
     """One suite and setting: the scatter, then per pair its table, findings, plots and missing runs. The radar
-    and bar charts leave ablations out unless the methods were ``chosen`` (``--methods``), to stay readable."""
+    and bar charts leave ablations out unless the methods were ``chosen`` (``--methods``), to stay readable.
+    ``rule``: the selection rule the runs were chosen by, named in headings, captions and file names."""
     benchmarks = suite_benchmark_order(suite, list(dict.fromkeys(scores.benchmark)))
     found = targets_by_benchmark(records, suite)
     targets = {b: found[b] for b in benchmarks if b in found}
     caption_rows = records[records.run_path.isin(set(scores.run_path))]
     protocol = caption_rows.protocol_caption.iloc[0]
     provenance = _provenance(records, scores)
-    heading = f"## Suite {suite}" + (f" ({setting})" if setting else "")
+    heading = f"## Suite {suite}" + (f" ({setting})" if setting else "") + (f", selection: {rule}" if rule else "")
+    chosen_by = f" Selection rule {rule}: {RULE_TEXT[rule]}." if rule else ""
     lines = [heading, "", f"Protocol {protocol}; {provenance}.", ""]
     image_formats = [f for f in formats if f in ("png", "svg")]
     shown = "png" if "png" in image_formats else (image_formats[0] if image_formats else None)
@@ -153,7 +225,7 @@ def _setting_section(suite: str, setting: str, scores: pd.DataFrame, records: pd
     colors = plots.method_colors(all_methods)
     ablations = set() if chosen else set(scores[scores.family != scores.base].method)
     if image_formats:
-        stem = out / "plots" / _slug(suite, setting, "id-ood")
+        stem = out / "plots" / _slug(suite, setting, *([rule] if rule else []), "id-ood")
         written = plots.id_ood_scatter(scores, benchmarks, all_methods, stem, image_formats,
                                        f"{suite}: in-domain vs out-of-domain mIoU", colors)
         report.files += written
@@ -168,8 +240,8 @@ def _setting_section(suite: str, setting: str, scores: pd.DataFrame, records: pd
         student = first.student.iloc[0] if len(first) else "?"
         teacher = records[records.run_path.isin(set(per_pair.run_path))].teacher.iloc[0]
         caption = (f"{suite}, pair {pair} ({kind}: {teacher} -> {student}), mIoU (%). Protocol {protocol}; "
-                   f"{provenance}.")
-        name = _slug(suite, setting, pair)
+                   f"{provenance}.{chosen_by}")
+        name = _slug(suite, setting, *([rule] if rule else []), pair)
         lines += [f"### {pair} ({kind}): {teacher} → {student}", "", f"*{caption}*", ""]
         if "md" in formats:
             lines += [to_markdown(table), ""]
@@ -206,6 +278,13 @@ def _findings(table: PaperTable) -> list[str]:
     if rival:
         rival_score = next(r.cells[ood].mean for r in table.rows if r.method == rival)
         text += f", {top_score - rival_score:+.1f} over the best other method, {rival} ({rival_score:.1f})"
+        seeds = {r.method: r.ood_by_seed for r in table.rows}
+        interval = welch_interval(seeds[top], seeds[rival])
+        if interval is None:
+            text += "; one seed, so no interval"
+        else:
+            verdict = "significant" if interval.significant else "not significant"
+            text += f"; {verdict} (95% interval over seeds [{interval.low:+.1f}, {interval.high:+.1f}])"
     return [text + ".", ""]
 
 

@@ -89,8 +89,10 @@ def run_scores(records: pd.DataFrame, family: dict[str, str] | None = None) -> p
     """One row per run and setting: in-domain mIoU, each target's mIoU, their plain mean (as the paper), and how
     long the method's stages trained. Columns: suite, setting, benchmark, source, pair, pair_kind, method (display
     label), base (the registered method), family (the method an ablation ablates, else the method), seed,
-    in-domain, out-of-domain, one per target domain, train_s, run_path, teacher_digest, device, precision."""
+    in-domain, out-of-domain, one per target domain, train_s, run_path, teacher_digest, device, precision, trial
+    (0: the defaults), hparams (the run's hyper-parameters as sorted JSON). Validation rows are left out."""
     family = family or {}
+    records = test_rows(records)
     runs = []
     for path, group in records.groupby("run_path", sort=False):
         first = group.iloc[0]
@@ -108,12 +110,28 @@ def run_scores(records: pd.DataFrame, family: dict[str, str] | None = None) -> p
                "train_s": _train_seconds(first.get("stages")), "run_path": path,
                "teacher_digest": first.get("teacher_digest"), "device": first.get("device"),
                "precision": first.get("precision"), "_shared": shared, "_train": train,
+               "trial": _trial(first.get("trial")),
                "_hparams": first.hparams if isinstance(first.hparams, dict) else {}}
         row.update({r.domain: float(r.miou) for r in targets.itertuples()})
         runs.append(row)
     if not runs:
         return pd.DataFrame()
     return _label_methods(_assign_settings(runs))
+
+
+def test_rows(records: pd.DataFrame) -> pd.DataFrame:
+    """The rows scored on test splits (records made before validation splits existed are all test rows)."""
+    if "split" not in records:
+        return records
+    return records[records.split.fillna("test") == "test"]
+
+
+def _trial(value: Any) -> int:
+    """A record's trial index; 0 (the defaults) for records made before trials existed."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _train_seconds(stages: Any) -> float:
@@ -163,6 +181,7 @@ def _label_methods(runs: list[dict[str, Any]]) -> pd.DataFrame:
     for suite, setting, method, hparams in zip(frame.suite, frame.setting, frame.method, frame._hparams, strict=True):
         labels.append(variants[(suite, setting, method)][_key(hparams)])
     frame["method"] = labels
+    frame["hparams"] = [_key(h) for h in frame._hparams]
     return frame.drop(columns=["_shared", "_train", "_hparams"])
 
 

@@ -2,6 +2,8 @@
 
 Markdown and LaTeX print mean ± std over seeds with one decimal, the best value of a column in bold, and the seed
 count of a cell as a superscript where it differs from the row's (an incomplete sweep); "–" marks a missing cell.
+A Δ cell prints its 95% Welch interval over seeds in brackets and "n.s." where the interval contains 0 (no interval
+with a single seed on either side); the CSV gives the interval's ends and whether it excludes 0.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ def _number(cell: Cell, column: Column) -> str:
     if column.kind == SECONDS:
         return f"{cell.mean:.0f}"
     if column.kind == DELTA:
-        return f"{cell.mean:+.1f}"
+        if cell.interval is None:
+            return f"{cell.mean:+.1f}"
+        return cell.interval.format() + ("" if cell.interval.significant else " n.s.")
     return f"{cell.mean:.1f}"
 
 
@@ -110,13 +114,16 @@ def to_csv(table: PaperTable) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["suite", "setting", "pair", "pair_kind", "method", "benchmark", "column", "mean", "std", "n",
-                     "best"])
+                     "best", "ci_low", "ci_high", "significant"])
     for row in table.rows:
         for cell, column in zip(row.cells, table.columns, strict=True):
+            ci = cell.interval
             writer.writerow([table.suite, table.setting, table.pair, table.pair_kind, row.method,
                              column.group or "all", column.name,
                              "" if cell.mean is None else f"{cell.mean:.4f}",
-                             "" if cell.std is None else f"{cell.std:.4f}", cell.n, int(cell.best)])
+                             "" if cell.std is None else f"{cell.std:.4f}", cell.n, int(cell.best),
+                             "" if ci is None else f"{ci.low:.4f}", "" if ci is None else f"{ci.high:.4f}",
+                             "" if ci is None else int(ci.significant)])
     return buffer.getvalue()
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from kdbench.report.frames import STUDENT_ONLY, TEACHER, method_order
+from kdbench.report.significance import Interval, welch_interval
 
 MIOU, DELTA, COUNT, SECONDS = "miou", "delta", "count", "seconds"
 SUMMARY = ""  # the group of the columns that summarise every benchmark
@@ -35,6 +36,8 @@ class Cell:
     std: float | None = None
     n: int = 0
     best: bool = False
+    #: a Δ cell's 95% Welch interval over seeds (None: fewer than two seeds on a side, or not a Δ cell)
+    interval: Interval | None = None
 
     @classmethod
     def of(cls, values: pd.Series | list[float]) -> Cell:
@@ -51,6 +54,8 @@ class Row:
     family: str
     seeds: int
     cells: list[Cell] = field(default_factory=list)
+    #: mean OOD over the benchmarks, per seed that ran every benchmark (what the Δ intervals compare)
+    ood_by_seed: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -87,6 +92,7 @@ def paper_table(scores: pd.DataFrame, benchmarks: list[str], targets: dict[str, 
                 row.cells.append(Cell.of(per[key]) if key in per else Cell())
         complete = runs.groupby("seed").filter(lambda g: set(g.benchmark) >= set(benchmarks))
         per_seed = complete.groupby("seed")
+        row.ood_by_seed = [float(v) for v in per_seed["out-of-domain"].mean()]
         row.cells += [Cell.of(per_seed["in-domain"].mean()), Cell.of(per_seed["out-of-domain"].mean()),
                       Cell(), Cell(), Cell(float(row.seeds), None, row.seeds),
                       Cell() if method == TEACHER else Cell.of([runs.train_s.mean()])]
@@ -99,8 +105,11 @@ def paper_table(scores: pd.DataFrame, benchmarks: list[str], targets: dict[str, 
 
 
 def _add_gains(table: PaperTable) -> None:
+    """Δ student-only and Δ best baseline: differences of mean OOD, each with its 95% Welch interval over the
+    seeds of the two rows (``kdbench.report.significance``)."""
     ood = [c.name for c in table.columns].index("mean OOD")
     vs_student, vs_best = ood + 1, ood + 2
+    rows = {r.method: r for r in table.rows}
     means = {r.method: r.cells[ood].mean for r in table.rows}
     reference = means.get(STUDENT_ONLY)
     for row in table.rows:
@@ -108,11 +117,12 @@ def _add_gains(table: PaperTable) -> None:
         if mine is None:
             continue
         if reference is not None and row.method != STUDENT_ONLY:
-            row.cells[vs_student] = Cell(mine - reference, None, 1)
-        rivals = [means[r.method] for r in table.rows if r.method not in (TEACHER, STUDENT_ONLY, row.method)
-                  and r.family != row.family and means[r.method] is not None]
-        if rivals and row.method not in (TEACHER, STUDENT_ONLY):
-            row.cells[vs_best] = Cell(mine - max(rivals), None, 1)
+            row.cells[vs_student] = Cell(mine - reference, None, 1, interval=welch_interval(
+                row.ood_by_seed, rows[STUDENT_ONLY].ood_by_seed))
+        rival = best_baseline(table, row.method)
+        if rival is not None and row.method not in (TEACHER, STUDENT_ONLY):
+            row.cells[vs_best] = Cell(mine - means[rival], None, 1, interval=welch_interval(
+                row.ood_by_seed, rows[rival].ood_by_seed))
 
 
 def _mark_best(table: PaperTable) -> None:

@@ -1,4 +1,9 @@
-"""What a sweep reads of the real datasets: sample lists (found once), training streams, evaluation loaders."""
+"""What a sweep reads of the real datasets: sample lists (found once), training streams, evaluation loaders.
+
+Every dataset's training split is cut once into training images and a held-out validation slice
+(:mod:`kdbench.data.real.holdout`): training streams draw from the first part only, :meth:`RealData.val_loader`
+scores the slice (a source's source-val, a target's target-val) and :meth:`RealData.eval_loader` the test split,
+which never holds a validation image."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from torch.utils.data import DataLoader
 from kdbench.config import Config
 from kdbench.data.real.catalog import DatasetSpec, get_dataset
 from kdbench.data.real.files import dataset_root, list_samples, read_image, read_label
+from kdbench.data.real.holdout import hold_out
 from kdbench.data.real.streams import (
     EvalImages,
     ImageItem,
@@ -63,22 +69,64 @@ class RealData:
         return items[:limit] if limit else items
 
     def train_items(self, name: str, kind: str) -> list[ImageItem]:
+        """The images a training stream of ``kind`` draws from: the proxy folder, or ``name``'s training split
+        without its validation slice, the first ``data.train_images`` of the rest (0 = all)."""
         if kind == "proxy":  # listed once: an ImageNet folder holds over a million files
             if self._proxy is None:
                 self._proxy = proxy_items(self.cfg.data.proxy_root)
             return self._proxy
+        train, _ = hold_out(self.items(name, self.spec(name).train_split))
+        return _first(train, self.cfg.data.train_images)
+
+    def test_items(self, name: str) -> list[ImageItem]:
+        """The images ``name`` is scored on as a test split: its evaluation split, the first ``eval.images`` (0 =
+        all). A synthetic source scored on its own training split (GTA5) is scored on its training images only,
+        never on its validation slice."""
         spec = self.spec(name)
-        return self.items(name, spec.train_split, self.cfg.data.train_images)
+        items = self.items(name, spec.eval_split)
+        if spec.eval_split == spec.val_split:
+            items, _ = hold_out(items)
+        return _first(items, self.cfg.eval.images)
+
+    def val_items(self, name: str) -> list[ImageItem]:
+        """``name``'s validation slice of its training split, the first ``eval.images`` of it (0 = all)."""
+        spec = self.spec(name)
+        if spec.val_split is None:
+            raise UserError(f"dataset {name} has no validation split: the catalog lists no labelled training split "
+                            f"of it (splits: {', '.join(spec.split_names)})")
+        try:
+            items = self.items(name, spec.val_split)
+        except UserError as err:
+            raise UserError(f"{err} (its validation images are held out of its {spec.val_split} split; "
+                            "eval.validate=false scores test splits only)") from err
+        _, val = hold_out(items)
+        return _first(val, self.cfg.eval.images)
+
+    def has_val(self, name: str) -> bool:
+        """Whether ``name`` has validation images: a labelled training split of at least two images."""
+        return self.spec(name).val_split is not None and bool(self.val_items(name))
 
     def stage_data(self, source: str) -> RealStageData:
         return RealStageData(self, source)
 
     def eval_loader(self, name: str) -> DataLoader:
+        """``name``'s test images (:meth:`test_items`) under the dataset's test transform."""
+        return self._loader(name, self.test_items(name))
+
+    def val_loader(self, name: str) -> DataLoader:
+        """``name``'s validation images (:meth:`val_items`), read and transformed as :meth:`eval_loader` reads."""
+        return self._loader(name, self.val_items(name))
+
+    def _loader(self, name: str, items: list[ImageItem]) -> DataLoader:
         spec = self.spec(name)
-        split = spec.eval_split
-        dataset = EvalImages(self.items(name, split, self.cfg.eval.images), read_image, partial(read_label, spec),
+        dataset = EvalImages(items, read_image, partial(read_label, spec),
                              tuple(spec.test_scale) if spec.test_scale else None)
         return eval_loader(dataset, self.cfg.data.workers, self.device)
+
+
+def _first(items: list[ImageItem], limit: int) -> list[ImageItem]:
+    """The first ``limit`` items (0 = all)."""
+    return items[:limit] if limit else items
 
 
 class RealStageData:

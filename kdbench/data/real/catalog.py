@@ -69,7 +69,7 @@ class DatasetSpec:
     ``test_scale``: mmseg ``Resize(scale, keep_ratio=True)`` of GKD's test pipeline (``None``: GKD never tests on
     it). ``train_scale_base``: the short-edge base of GKD's ``RandomChoiceResize``. ``train_split``: the split a
     benchmark trains on as source (``None``: target only); ``eval_split``: the split it is scored on as target (for
-    the synthetic sources, which have no held-out split, their only split).
+    the synthetic sources, which have no held-out split, their only split, less its validation slice).
     ``path_keys``: the ``data.paths`` keys that override its folder, most specific first."""
 
     name: str
@@ -99,6 +99,14 @@ class DatasetSpec:
     @property
     def palette(self) -> tuple[tuple[int, int, int], ...]:
         return class_table(self.table).palette
+
+    @property
+    def val_split(self) -> str | None:
+        """The labelled split whose held-out slice is this dataset's validation images
+        (:mod:`kdbench.data.real.holdout`): its training split, whether a benchmark trains on it or scores it as a
+        target; ``None`` where the catalog lists none (Mapillary, converted from its validation images only;
+        RescueNet, a test set)."""
+        return self.train_split
 
     @property
     def split_names(self) -> tuple[str, ...]:
