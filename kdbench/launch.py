@@ -337,8 +337,10 @@ def add_val_records(job: Job, ws: Workspace, rd: RunDir) -> int:
     last stage's checkpoint; the teacher row's cached teacher), and add those rows to its records, as the run
     would have written them. Returns how many rows were added (0: it has them, or there is nothing to score)."""
     records = rd.records()
+    if not records or any(r.get("split") == "val" for r in records):
+        return 0
     domains = [d for d in job.benchmark.domains if ws.has_val(d)]
-    if not records or not domains or any(r.get("split") == "val" for r in records):
+    if not domains:
         return 0
     bench = job.benchmark
     teacher = ws.teacher(job.pair, bench.source)
