@@ -3,6 +3,7 @@ run --trials`, then `kdbench report --select`, on the smoke suite."""
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,19 @@ def test_list_methods_details_shows_hyper_parameters_and_search_space():
                                      "weight: log-uniform [0.3, 10]")
     only = lines.index(next(line for line in lines if line.startswith("student-only ")))
     assert lines[only + 2].strip() == "search space: none (run at its defaults only)"
+
+
+def test_a_rule_the_records_cannot_apply_is_a_one_line_error(searched, tmp_path):
+    """A trial without val rows on any seed (recorded before val splits existed) makes the val rules unavailable,
+    named as such, rather than silently choosing among the trials that have them."""
+    copy = tmp_path / "copy"
+    shutil.copytree(searched, copy)
+    for path in copy.rglob("records.jsonl"):  # trial 1 of kd on tiny-f2l, every seed
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        if rows[0]["method"] == "kd" and rows[0]["trial"] == 1 and rows[0]["pair"] == "tiny-f2l":
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["split"] == "test"))
+    result = invoke("report", str(copy), "--select", "source-val", "--format", "md")
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: --select source-val: these runs lack the validation scores that rule "
+                                     "reads (runs made before val splits, or real data); present: default")
+    assert invoke("report", str(copy), "--select", "default", "--format", "md").exit_code == 0
