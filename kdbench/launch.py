@@ -326,10 +326,16 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
         "versions": versions(), "git_commit": git_commit(), "run_dir": rd.path.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return [{**common, "domain": d, "role": "source" if d == bench.source else "target", "split": split,
-             "miou": round(s.miou, 3), "per_class_iou": dict(zip(domain_classes(d), s.per_class_iou, strict=True)),
-             "images": s.images}
-            for (d, split), s in scores.items()]
+    return [score_record(common, bench, d, split, s) for (d, split), s in scores.items()]
+
+
+def score_record(common: dict[str, Any], bench: Benchmark, domain: str, split: str, score: DomainScore
+                 ) -> dict[str, Any]:
+    """One record: a run's ``common`` fields and its score on one (domain, split)."""
+    return {**common, "domain": domain, "role": "source" if domain == bench.source else "target", "split": split,
+            "miou": round(score.miou, 3),
+            "per_class_iou": dict(zip(domain_classes(domain), score.per_class_iou, strict=True)),
+            "images": score.images}
 
 
 def add_val_records(job: Job, ws: Workspace, rd: RunDir) -> int:
@@ -354,12 +360,7 @@ def add_val_records(job: Job, ws: Workspace, rd: RunDir) -> int:
         method.student.load_state_dict(torch.load(final, map_location=ws.runtime.device, weights_only=True)["student"])
         model = method.student
     template = next(r for r in records if r.get("split", "test") == "test")
-    rows = []
-    for domain in domains:
-        score = ws.score(model, domain, "val")
-        rows.append({**template, "domain": domain, "role": "source" if domain == bench.source else "target",
-                     "split": "val", "miou": round(score.miou, 3), "images": score.images,
-                     "per_class_iou": dict(zip(domain_classes(domain), score.per_class_iou, strict=True))})
+    rows = [score_record(template, bench, d, "val", ws.score(model, d, "val")) for d in domains]
     rd.add_records(rows)
     return len(rows)
 
