@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -66,7 +67,8 @@ def cli() -> None:
 @click.option("--preset", help="The suite's schedule preset (synth5: quick, full; dg5: quick, paper). Default: quick.")
 @click.option("--data-root", type=click.Path(file_okay=False),
               help="Root folder of the real datasets (suite dg5); sets data.root.")
-@click.option("--out", help="Output root for run directories and the report. Default: results.")
+@click.option("--out", help="Output root for run directories and the report. Default: runs (the shipped reference runs "
+                   "live apart, under results/).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: auto (a GPU if there is one).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. train.steps=500 or method.kd.temperature=2. Repeatable.")
@@ -78,9 +80,12 @@ def cli() -> None:
                    "with --launcher local/slurm as the tasks of each run's job.")
 @click.option("--trials", help="Hyper-parameter settings per (benchmark, pair, method): trial 0 is the defaults, "
                                "the rest drawn from the method's search space (sets search.trials). Default: 1.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the resolved config and every run the sweep would make (done or to run), then stop: "
+                   "nothing is trained or written.")
 @user_errors
 def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root, out, device, sets, launcher, nproc,
-        trials) -> None:
+        trials, dry_run) -> None:
     """Train and evaluate every (benchmark, pair, method, trial, seed) of a suite; skip runs already done."""
     from kdbench.engine.distributed import DistInfo, check_batch, init_from_env
     from kdbench.engine.runtime import resolve_runtime
@@ -135,6 +140,9 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
     check_data_root(cfg, suite_obj, bench_names)
     check_teacher_cache(cfg, suite_obj, bench_names, pair_names, method_names)
     out_dir = Path(cfg.out)
+    if dry_run:
+        _print_plan(cfg, suite_obj, expand(cfg, suite_obj, bench_names, pair_names, method_names), out_dir)
+        return
     check_writable(out_dir)
     jobs = expand(cfg, suite_obj, bench_names, pair_names, method_names)
     if cfg.launcher.kind == "auto":
@@ -173,6 +181,27 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
         raise SystemExit(1)
 
 
+def _print_plan(cfg, suite, jobs, out_dir: Path) -> None:
+    """``run --dry-run``: the resolved config as YAML, then one line per run with its directory and state."""
+    import yaml
+
+    from kdbench.launch import run_dir
+    from kdbench.results import DONE, FAILED
+
+    click.echo("# resolved config")
+    click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
+    click.echo(f"# {len(jobs)} runs under {out_dir}")
+    states = {"done": 0, "failed": 0, "to run": 0}
+    for job in jobs:
+        path = run_dir(out_dir, job, cfg, suite).path
+        state = "done" if (path / DONE).is_file() else "failed" if (path / FAILED).is_file() else "to run"
+        states[state] += 1
+        hparams = f" {json.dumps(job.hparams, sort_keys=True)}" if job.trial else ""
+        click.echo(f"{state:7s} {job.label}{hparams}  {path}")
+    click.echo(f"# {states['done']} done, {states['to run']} to run, {states['failed']} failed before "
+               "(run again)")
+
+
 @cli.command()
 @click.argument("results_dir", type=click.Path(file_okay=False))
 @click.option("--out", help="Where to write the report (default: into RESULTS_DIR).")
@@ -190,14 +219,18 @@ def report(results_dir, out, formats, methods, pairs, benchmarks, select_rules) 
     """Paper tables (Markdown, CSV, LaTeX), plots and report.md from the run records under RESULTS_DIR."""
     from kdbench.report import write_report
     from kdbench.report.render import to_markdown
+    from kdbench.report.tables import summary_view
     from kdbench.selection import parse_rules
 
     rules = parse_rules(select_rules) if select_rules is not None else None
     written = write_report(Path(results_dir), Path(out) if out else None, tuple(_csv(formats) or []),
                            _csv(methods), _csv(pairs), _csv(benchmarks), rules)
     for heading, table in written.tables:
-        click.echo(f"{heading.removeprefix('## Suite ')}, {table.pair} ({table.pair_kind})\n{to_markdown(table)}\n")
-    click.echo(f"wrote {len(written.files)} file(s) under {(Path(out) if out else Path(results_dir)).resolve()}")
+        click.echo(f"{heading.removeprefix('## Suite ')}, {table.pair} ({table.pair_kind})\n"
+                   f"{to_markdown(summary_view(table))}\n")
+    where = (Path(out) if out else Path(results_dir)).resolve()
+    shown = f"; per-target tables in {where / 'report.md'}" if written.markdown else ""
+    click.echo(f"wrote {len(written.files)} file(s) under {where}{shown}")
     if written.markdown is not None:
         click.echo(f"report: {written.markdown.resolve()}")
 
@@ -233,10 +266,12 @@ def list_(what, details) -> None:
             click.echo(f"{name:16s} {load_suite(name).description}")
     elif what == "pairs":
         from kdbench.models.zoo import PAIRS
+        from kdbench.suite import suites_listing_pair
 
         for name in PAIRS.names():
             pair = PAIRS.get(name)
-            click.echo(f"{name:22s} {pair.kind}  {pair.teacher} -> {pair.student}: {pair.description}")
+            suites = ", ".join(suites_listing_pair(name)) or "any suite (listed by none)"
+            click.echo(f"{name:22s} {pair.kind}  {pair.teacher} -> {pair.student}: {pair.description} [{suites}]")
     elif what == "benchmarks":
         from kdbench.suite import load_suite, suite_names
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from kdbench.errors import UserError
+from kdbench.errors import UserError, did_you_mean
 
 
 @dataclass
@@ -124,7 +124,7 @@ class Config:
     pairs: list[str] = field(default_factory=lambda: ["all"])
     benchmarks: list[str] = field(default_factory=lambda: ["all"])
     seeds: list[int] = field(default_factory=lambda: [0])
-    out: str = "results"
+    out: str = "runs"
     device: str = "auto"
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -207,7 +207,8 @@ def _assign(node: Any, path: list[str], value: Any, source: str, dotted_node: st
     fields = {f.name: f for f in dataclasses.fields(node)}
     name = path[0]
     if name not in fields:
-        raise UserError(f"{source}: unknown config key {name!r}; valid keys here: {', '.join(fields)}")
+        raise UserError(f"{source}: unknown config key {name!r};{did_you_mean(name, fields)} valid keys here: "
+                        f"{', '.join(fields)}")
     current = getattr(node, name)
     dotted = f"{dotted_node}.{name}" if dotted_node else name
     if isinstance(current, dict):

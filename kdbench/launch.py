@@ -29,6 +29,7 @@ from kdbench.data.sources import domain_classes, is_real
 from kdbench.data.synthetic import Split, make_split
 from kdbench.engine.distributed import barrier, current, main_process_first
 from kdbench.engine.evaluator import DomainScore, Protocol, evaluate, evaluate_loader, get_protocol
+from kdbench.engine.progress import run_label
 from kdbench.engine.resume import ResumePoint, RunCheckpoint
 from kdbench.engine.runtime import Runtime, apply_speed_options, seed_everything
 from kdbench.engine.teacher_cache import StageTables, TeacherCache, TeacherTable, cached_stages
@@ -291,12 +292,14 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
             return data.batches(stage.data, stage_config(stage, cfg.train, data.size).batch_size, job.seed)
 
         tables = ws.teacher_tables(method, job.pair, bench.source, data)
-        results = train_method(method, batches_for, cfg.train, ws.runtime,
-                               log=rd.log_metrics if ranks.is_main else None,
-                               on_stage_end=save_stage if ranks.is_main else None,
-                               checkpoint=RunCheckpoint(rd.path, cfg.train.checkpoint_every, writer=ranks.is_main),
-                               resume=resume, metrics_lines=rd.metrics_count, dist_info=ranks, data_size=data.size,
-                               teacher_table=tables)
+        with run_label(job.label):
+            results = train_method(method, batches_for, cfg.train, ws.runtime,
+                                   log=rd.log_metrics if ranks.is_main else None,
+                                   on_stage_end=save_stage if ranks.is_main else None,
+                                   checkpoint=RunCheckpoint(rd.path, cfg.train.checkpoint_every,
+                                                            writer=ranks.is_main),
+                                   resume=resume, metrics_lines=rd.metrics_count, dist_info=ranks,
+                                   data_size=data.size, teacher_table=tables)
         info = {"train_steps": sum(r.steps for r in results),
                 "stages": [{"name": r.name, "steps": r.steps, "wall_s": round(r.wall_s, 2),
                             "teacher_cached": r.name in tables.cached} for r in results],
@@ -399,6 +402,7 @@ def run_sweep(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out:
                 rd.start({"identity": run_identity(job, cfg, suite), "config": cfg.to_dict()})
         else:
             if info.is_main:
+                rd.remove_stale_temporaries()
                 rd.truncate_metrics(point.state["metrics_lines"])
             echo(f"{prefix} {job.label}: resuming an interrupted run at stage {point.stage + 1}, step {point.step}")
         try:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdbench.config import coerce_scalar
-from kdbench.errors import UserError
+from kdbench.errors import UserError, did_you_mean
 from kdbench.models.segmentor import Segmentor, SegOutput
 from kdbench.registry import Registry
 from kdbench.search import Distribution, check_space
@@ -128,7 +128,8 @@ class Method(nn.Module):
         for key, value in overrides.items():
             if key not in cls.defaults:
                 valid = ", ".join(sorted(cls.defaults)) or "none"
-                raise UserError(f"method {cls.registered_name!r} has no hyper-parameter {key!r}; valid: {valid}")
+                raise UserError(f"method {cls.registered_name!r} has no hyper-parameter {key!r};"
+                                f"{did_you_mean(key, cls.defaults)} valid: {valid}")
             resolved[key] = coerce(value, cls.defaults[key], f"method.{cls.registered_name}.{key}")
         cls.check_hparams(resolved)
         return resolved
@@ -164,9 +165,15 @@ class Method(nn.Module):
     @staticmethod
     def task_loss(student_out: SegOutput, batch: Batch) -> torch.Tensor:
         """The decode head's training loss: pixel-wise cross-entropy at the input resolution ignoring label 255,
-        or, for a head with its own loss (Mask2Former: matched class, mask and dice terms), the sum of its terms."""
+        or, for a head with its own loss (Mask2Former: matched class, mask and dice terms), the sum of its terms.
+
+        A batch with no labelled pixel at all (random crops of GTA5's void regions) gives 0 with a zero gradient, as
+        mmsegmentation does, instead of the NaN of a mean over no pixels that would fail the run; Mask2Former's
+        terms are 0 there too (its class term would otherwise push every query to "no object" on no evidence)."""
         if batch.labels is None:
             raise RuntimeError("task loss needs labels; this stage's data has none")
+        if not bool((batch.labels != IGNORE_INDEX).any()):
+            return student_out.logits.float().sum() * 0.0
         if student_out.head_loss is not None:
             return sum(student_out.head_loss(batch.labels).values())
         return F.cross_entropy(student_out.logits.float(), batch.labels, ignore_index=IGNORE_INDEX)

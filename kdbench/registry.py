@@ -12,7 +12,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
-from kdbench.errors import UserError
+from kdbench.errors import UserError, did_you_mean
 
 T = TypeVar("T")
 
@@ -59,7 +59,8 @@ class Registry(Generic[T]):
         if name not in self._items:
             ep = self._discover().get(name)
             if ep is None:
-                raise UserError(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}")
+                raise UserError(f"unknown {self.kind} {name!r};{did_you_mean(name, self.names())} known {self.kind}s: "
+                                f"{', '.join(self.names())}")
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must not take the whole tool down with a traceback
@@ -75,5 +76,6 @@ class Registry(Generic[T]):
             return list(valid)
         unknown = [n for n in names if n not in valid]
         if unknown:
-            raise UserError(f"unknown {self.kind} {unknown[0]!r}; known {self.kind}s: {', '.join(valid)}")
+            raise UserError(f"unknown {self.kind} {unknown[0]!r};{did_you_mean(unknown[0], valid)} known {self.kind}s: "
+                            f"{', '.join(valid)}")
         return list(dict.fromkeys(names))

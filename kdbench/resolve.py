@@ -12,7 +12,7 @@ from kdbench.errors import UserError
 from kdbench.method import METHODS
 from kdbench.models.zoo import PAIRS
 from kdbench.registry import Registry
-from kdbench.suite import Suite, load_suite
+from kdbench.suite import Suite, load_suite, suites_listing_pair
 
 TEACHER = "teacher"
 
@@ -53,6 +53,11 @@ def selections(cfg: Config, suite: Suite) -> tuple[list[str], list[str], list[st
     benchmarks = Registry("benchmark").resolve(cfg.benchmarks, list(suite.benchmarks))
     pair_names = list(suite.pairs) if cfg.pairs == ["all"] else cfg.pairs
     pairs = PAIRS.resolve(pair_names)
+    for name in pairs:
+        owners = [] if name in suite.pairs else suites_listing_pair(name)
+        if owners:
+            raise UserError(f"--pairs: {name!r} is a pair of suite {', '.join(owners)}, not of {suite.name} "
+                            f"(its pairs: {', '.join(suite.pairs)}); run it with --suite {owners[0]}")
     if TEACHER in cfg.methods:
         raise UserError("'teacher' is the teacher's own row, added to every sweep; it is not a method to select")
     methods = METHODS.resolve(cfg.methods)

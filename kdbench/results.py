@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,16 @@ import yaml
 
 DONE, FAILED, RECORDS, METRICS, CONFIG = "done", "failed", "records.jsonl", "metrics.jsonl", "config.yaml"
 RESUME = "resume.pt"  # an interrupted run's training state (kdbench.engine.resume)
+
+
+#: what a run directory holds; ``.<one of these>.<random>.tmp`` is a temporary file of kdbench's own
+_OWN_FILES = re.compile(r"(done|failed|records\.jsonl|metrics\.jsonl|config\.yaml|resume\.pt|stage-[\w.-]+\.pt)")
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def _is_own_temporary(name: str) -> bool:
+    match = _TEMPORARY.fullmatch(name)
+    return bool(match and _OWN_FILES.fullmatch(match["name"]))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -48,9 +59,20 @@ class RunDir:
     def start(self, config: dict[str, Any]) -> None:
         """Begin (or begin again) a run: stale outputs of an unfinished attempt are removed first."""
         self.path.mkdir(parents=True, exist_ok=True)
+        self.remove_stale_temporaries()
         for name in (RECORDS, METRICS, FAILED, RESUME):
             (self.path / name).unlink(missing_ok=True)
         atomic_write_text(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files an attempt killed mid-write left here (:func:`atomic_write_text`'s and
+        ``atomic_save``'s ``.<file>.<random>.tmp``), only those of kdbench's own file names; return them. Called when
+        a run starts or resumes, when no write of this run is in flight."""
+        stale = [p for p in self.path.iterdir() if p.is_file() and _is_own_temporary(p.name)] \
+            if self.path.is_dir() else []
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
 
     def metrics_count(self) -> int:
         path = self.path / METRICS

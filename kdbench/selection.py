@@ -37,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from kdbench.errors import UserError
+from kdbench.errors import UserError, did_you_mean
 
 COLUMNS = ("trial", "seed", "hparams", "split", "role", "domain", "miou")
 
@@ -101,7 +101,7 @@ RULES: dict[str, Rule] = {
 def get_rule(name: str) -> Rule:
     """The rule called ``name``, or a one-line error listing the valid ones."""
     if name not in RULES:
-        raise UserError(f"unknown selection rule {name!r}; valid: {', '.join(RULES)}")
+        raise UserError(f"unknown selection rule {name!r};{did_you_mean(name, RULES)} valid: {', '.join(RULES)}")
     return RULES[name]
 
 
@@ -114,7 +114,8 @@ def parse_rules(text: str) -> list[str]:
         raise UserError(f"--select needs a selection rule; valid: {', '.join(RULES)}, all")
     for name in names:
         if name not in RULES:
-            raise UserError(f"unknown selection rule {name!r}; valid: {', '.join(RULES)}, all")
+            raise UserError(f"unknown selection rule {name!r};{did_you_mean(name, RULES)} valid: "
+                              f"{', '.join(RULES)}, all")
     return list(dict.fromkeys(names))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from kdbench.config import read_yaml
 from kdbench.data.sources import check_domain
-from kdbench.errors import UserError
+from kdbench.errors import UserError, did_you_mean
 from kdbench.models.zoo import PAIRS
 
 
@@ -47,6 +47,11 @@ def suite_names() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
+def suites_listing_pair(pair: str) -> list[str]:
+    """The shipped suites whose ``pairs`` name ``pair``."""
+    return [name for name in suite_names() if pair in load_suite(name).pairs]
+
+
 def load_suite(name: str) -> Suite:
     """A shipped suite by name, or a suite YAML by path."""
     if name.endswith((".yaml", ".yml")):
@@ -54,7 +59,8 @@ def load_suite(name: str) -> Suite:
     elif name in suite_names():
         path = Path(str(resources.files("kdbench.suites") / f"{name}.yaml"))
     else:
-        raise UserError(f"unknown suite {name!r}; known suites: {', '.join(suite_names())}")
+        raise UserError(f"unknown suite {name!r};{did_you_mean(name, suite_names())} known suites: "
+                        f"{', '.join(suite_names())}")
     return parse_suite(read_yaml(path, "suite"), str(path))
 
 

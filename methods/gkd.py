@@ -172,7 +172,7 @@ class GKD(Method):
         self.cls_head = self.head_class(s_dim, t_dim)
         self.feat_head = self.head_class(s_dim, t_dim)
         self.mask_head = self.head_class(s_dim, t_dim) if self.hp["mask_weight"] else None
-        self.input_masker = InputMasker() if student.backbone.kind == "cnn" else None
+        self.input_masker = InputMasker() if student.backbone.kind == "cnn" and self.hp["mask_weight"] else None
         if self.hp["stage1_from"]:
             load_student_backbone(student, Path(self.hp["stage1_from"]), name)
 

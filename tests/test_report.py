@@ -52,7 +52,8 @@ def test_golden_tables_and_report(workdir):
 
 
 def test_cells_match_hand_computation(workdir):
-    text = report("--out", "rep", "--format", "md").output
+    report("--out", "rep", "--format", "md")
+    text = (workdir / "rep" / "report.md").read_text()
     columns = ["city", "dashcam", "game2real avg", "game2real ID", "aerial-irrg", "aerial-irrg-b", "rgb2irrg avg",
                "rgb2irrg ID", "mean ID", "mean OOD", "Δ student-only", "Δ best baseline", "seeds", "train s"]
     student = dict(zip(columns, markdown_row(text, "student-only"), strict=True))
@@ -107,7 +108,8 @@ def test_plots_exist_open_and_are_embedded(workdir):
 
 
 def test_filters_narrow_the_tables(workdir):
-    text = report("--out", "rep", "--format", "md", "--methods", "gkd", "--benchmarks", "game2real").output
+    report("--out", "rep", "--format", "md", "--methods", "gkd", "--benchmarks", "game2real")
+    text = (workdir / "rep" / "report.md").read_text()
     rows = [ln.split("|")[1].strip() for ln in text.splitlines() if ln.startswith("| ") and "---" not in ln]
     assert set(rows) - {"method"} == {"teacher", "student-only", "gkd"}
     assert "aerial-irrg" not in text
@@ -144,5 +146,6 @@ def test_per_run_checkpoint_setting_splits_no_row(workdir):
         path = f"runs/{rows[0]['benchmark']}/seed{seed}/stage-domain-agnostic.pt"
         records.write_text("".join(json.dumps({**r, "hparams": {**r["hparams"], "stage1_from": path}}) + "\n"
                                    for r in rows))
-    text = report("--out", "rep", "--format", "md").output
+    report("--out", "rep", "--format", "md")
+    text = (workdir / "rep" / "report.md").read_text()
     assert "| gkd | **46.0 ± 1.4** |" in text and "stage1_from=" not in text

@@ -100,7 +100,46 @@ def test_scatter_uses_only_complete_seeds(tmp_path, scores):
     paths = id_ood_scatter(partial, list(TARGETS), METHODS, tmp_path / "s", ["svg"], "t")
     text = _svg_text(paths[0])
     assert "gkd" not in text.split("\n") and "student-only" in text
+    assert "not shown (no seed with every benchmark: game2real, rgb2irrg): gkd" in text, "a dropped method is named"
     assert id_ood_scatter(partial[partial.method == "gkd"], list(TARGETS), METHODS, tmp_path / "n", ["svg"], "t") == []
+
+
+def test_no_two_method_colours_look_alike_even_with_twenty_methods():
+    from kdbench.report.plots import _lab
+
+    methods = ["teacher", "student-only"] + [f"m{i}" for i in range(20)]
+    colors = [method_colors(methods)[m] for m in methods]
+    gaps = [float(((_lab(a) - _lab(b)) ** 2).sum() ** 0.5) for i, a in enumerate(colors) for b in colors[:i]]
+    assert min(gaps) > 20, "CIE76 ΔE below 20: two methods would look alike"
+    assert method_colors(["teacher", "kd", "cwd"])["kd"] == "#1f77b4", "up to nine methods keep tab10"
+
+
+def test_teacher_labels_of_nearby_stars_do_not_overlap(tmp_path, scores):
+    """Two pairs whose teachers score almost alike: both stars named, the labels apart."""
+    import matplotlib.pyplot as plt
+
+    from kdbench.report import plots
+
+    close = scores.copy()
+    close.loc[(close.method == "teacher") & (close.pair == "f2l"), ["in-domain", "out-of-domain"]] += [0.02, 0.05]
+    close.loc[close.method == "teacher", "in-domain"] = 61.0
+    drawn = {}
+    real_save = plots._save
+
+    def keep(fig, stem, formats):
+        fig.canvas.draw()
+        drawn["labels"] = [t for t in fig.axes[0].texts if t.get_text() in ("f2f", "f2l")]
+        drawn["boxes"] = [t.get_window_extent() for t in drawn["labels"]]
+        return real_save(fig, stem, formats)
+
+    plots._save = keep
+    try:
+        id_ood_scatter(close, list(TARGETS), METHODS, tmp_path / "s", ["svg"], "t")
+    finally:
+        plots._save = real_save
+        plt.close("all")
+    first, second = drawn["boxes"]
+    assert len(drawn["labels"]) == 2 and not first.overlaps(second)
 
 
 def test_target_bars(tmp_path, scores):
@@ -213,6 +252,15 @@ def test_loss_curves(tmp_path, scores):
                   "game2real (3 runs)", "rgb2irrg (1 run)"]:
         assert any(label in line for line in lines), label
     assert any(line.strip().startswith("60") for line in lines)
+
+
+def test_loss_curves_draw_no_panel_for_a_benchmark_not_run(tmp_path, scores):
+    runs = scores[(scores.pair == "f2l") & (scores.method == "gkd") & (scores.benchmark == "game2real")].copy()
+    for i, run in runs.iterrows():
+        runs.loc[i, "run_path"] = str(tmp_path / f"run-{run.seed}")
+        _write_metrics(tmp_path / f"run-{run.seed}" / "metrics.jsonl")
+    text = _svg_text(loss_curves(runs, list(TARGETS), tmp_path / "loss", ["svg"], "t")[0])
+    assert "game2real (3 runs)" in text and "rgb2irrg" not in text and "no training log" not in text
 
 
 def test_loss_curves_nothing_to_plot(tmp_path, scores):

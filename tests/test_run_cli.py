@@ -89,9 +89,11 @@ def test_report_command_and_list(tmp_path):
     run("run", "--suite", "smoke", "--benchmarks", "rgb2irrg", "--pairs", "tiny-f2f", "--seeds", "0,1",
         "--out", str(out))
     result = run("report", str(out), "--out", str(tmp_path / "rep"))
-    assert ("| method | aerial-irrg | aerial-irrg-b | rgb2irrg avg | rgb2irrg ID (aerial-rgb) | mean ID | mean OOD |"
-            in result.output)
+    assert "| method | mean ID | mean OOD | Δ student-only | Δ best baseline | seeds | train s |" in result.output
+    assert "aerial-irrg" not in result.output.split("per-target tables in")[0], "per-target columns stay in report.md"
     assert "±" in result.output
+    assert ("| method | aerial-irrg | aerial-irrg-b | rgb2irrg avg | rgb2irrg ID (aerial-rgb) | mean ID | mean OOD |"
+            in (tmp_path / "rep" / "report.md").read_text())
     assert (tmp_path / "rep" / "report.md").is_file()
     assert {p.suffix for p in (tmp_path / "rep" / "tables").iterdir()} == {".csv", ".tex"}
     assert list((tmp_path / "rep" / "plots").glob("*.svg")) and list((tmp_path / "rep" / "plots").glob("*.png"))
@@ -100,14 +102,15 @@ def test_report_command_and_list(tmp_path):
         assert expected in run("list", what).output
 
 
-def test_report_warns_when_a_table_mixes_teacher_weights(tmp_path):
+def test_report_refuses_a_table_that_mixes_teacher_weights(tmp_path):
     out = tmp_path / "out"
     run("run", "--suite", "smoke", "--out", str(out), "--benchmarks", "rgb2irrg", "--pairs", "tiny-f2f",
         "--methods", "kd")
     kd_records = next(p for p in out.rglob("records.jsonl") if "/kd/" in str(p))
     lines = [json.loads(line) for line in kd_records.read_text().splitlines()]
     kd_records.write_text("".join(json.dumps({**r, "teacher_digest": "0" * 16}) + "\n" for r in lines))
-    report = run("report", str(out)).output
-    assert "report" in report
-    text = (out / "report.md").read_text()
-    assert "Warning: smoke rgb2irrg tiny-f2f mixes runs made with 2 different teacher weights" in text
+    (out / "report.md").unlink()
+    refused = CliRunner().invoke(cli, ["report", str(out)])
+    assert refused.exit_code == 1 and len(refused.output.strip().splitlines()) == 1
+    assert "smoke rgb2irrg tiny-f2f mixes runs made with 2 different teacher weights (000000000000, " in refused.output
+    assert not (out / "report.md").exists(), "nothing written for a refused report"

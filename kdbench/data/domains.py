@@ -17,7 +17,7 @@ import numpy as np
 
 from kdbench.data.render import Style
 from kdbench.data.scenes import AERIAL_CLASSES, SCENE_CLASSES, URBAN_CLASSES
-from kdbench.errors import UserError
+from kdbench.errors import UserError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,8 @@ _PROXY = {"urban": {
 
 def get_domain(name: str) -> Domain:
     if name not in DOMAINS:
-        raise UserError(f"unknown domain {name!r}; known domains: {', '.join(sorted(DOMAINS))}")
+        raise UserError(f"unknown domain {name!r};{did_you_mean(name, DOMAINS)} known domains: "
+                        f"{', '.join(sorted(DOMAINS))}")
     return DOMAINS[name]
 
 

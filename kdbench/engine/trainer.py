@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from kdbench.config import TrainConfig
 from kdbench.data.loaders import INPUT_IDS, BatchStream
 from kdbench.engine.distributed import DistInfo, mean_over_processes, shard, sync_batchnorm
 from kdbench.engine.optim import lr_factor, make_optimizer, param_groups
+from kdbench.engine.progress import progress_steps
 from kdbench.engine.resume import ResumePoint, RunCheckpoint, set_rng_state
 from kdbench.engine.runtime import Runtime
 from kdbench.engine.teacher_cache import TeacherTable
@@ -55,7 +55,9 @@ def train_steps(step_fn: StepFn, groups: list[dict], batches: Iterator[Batch], s
         scaler.load_state_dict(resume_state["scaler"])
     params = [p for g in groups for p in g["params"]]
     last: dict[str, float] = {}
-    for step in tqdm(range(start, steps), desc=desc, leave=False, disable=None, initial=start, total=steps):
+    quiet = distributed and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
+    for step in progress_steps(start, steps, desc, write=(lambda _: None) if quiet else None,
+                               terminal=False if quiet else None):
         factor = lr_factor(step, steps, cfg.warmup, cfg.schedule)
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor

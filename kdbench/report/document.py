@@ -145,6 +145,7 @@ def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] =
     records = _narrow(records, "pairs", "pair", pairs)
     records = _narrow(records, "benchmarks", "benchmark", benchmarks)
     scores = run_scores(records, method_families())
+    check_one_teacher(scores)
     lines = [f"# kdbench report: {root}", "",
              f"{scores.run_path.nunique()} finished runs, {len(results.failures)} failed. mIoU (%) of the last "
              "checkpoint, mean ± sample std over seeds (superscript n: a cell with fewer seeds than its row); "
@@ -322,14 +323,22 @@ def _rel(stem: Path, out: Path, fmt: str) -> str:
     return stem.with_suffix(f".{fmt}").relative_to(out).as_posix()
 
 
+def check_one_teacher(scores: pd.DataFrame) -> None:
+    """Refuse a table whose runs were distilled from different teacher weights (``teacher_digest``): their rows
+    would be averaged and compared as if they shared a teacher."""
+    known = scores.dropna(subset=["teacher_digest"])
+    for (suite, setting, bench, pair), digests in known.groupby(["suite", "setting", "benchmark", "pair"],
+                                                                sort=False).teacher_digest:
+        found = sorted(digests.unique())
+        if len(found) > 1:
+            where = f"{suite}{f' [{setting}]' if setting else ''} {bench} {pair}"
+            raise UserError(f"{where} mixes runs made with {len(found)} different teacher weights "
+                            f"({', '.join(d[:12] for d in found)}; `teacher_digest` in the records), which are not "
+                            "comparable: report each output folder on its own, or leave the pair out with --pairs")
+
+
 def _problems(results: Results, records: pd.DataFrame) -> list[str]:
     lines = []
-    if "teacher_digest" in records:
-        mixed = records.dropna(subset=["teacher_digest"]).groupby(["suite", "benchmark", "pair"]).teacher_digest
-        for (suite, bench, pair), count in mixed.nunique().items():
-            if count > 1:
-                lines += [f"Warning: {suite} {bench} {pair} mixes runs made with {count} different teacher weights "
-                          "(`teacher_digest` in the records); their rows are not comparable.", ""]
     if results.failures:
         lines += ["## Failed runs", ""] + [f"- `{f['run']}`: {f['reason']}" for f in results.failures] + [""]
     if results.skipped_lines:

@@ -53,13 +53,42 @@ _RC = {"font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8, "xtick.labels
 _GREYS = {"#7f7f7f", "#c7c7c7"}
 
 
+def _lab(hex_color: str) -> np.ndarray:
+    """CIE L*a*b* (D65) of an sRGB hex colour, for colour distances."""
+    rgb = np.array([int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    linear = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ linear
+    xyz /= np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def _distinct_palette(count: int) -> list[str]:
+    """``count`` colours: tab10's nine (greys left out) first, then, one at a time, the colour of a pool of
+    matplotlib's qualitative maps farthest (CIE76 ΔE) from every colour already taken and from the teacher's black
+    and student-only's grey, so no two methods get look-alike colours (tab20's light/dark pairs did)."""
+    base = [c for c in (to_hex(rgb) for rgb in colormaps["tab10"].colors) if c not in _GREYS]
+    pool = list(dict.fromkeys(to_hex(rgb) for name in ("Dark2", "Set1", "tab20", "tab20b", "Set2", "Accent")
+                              for rgb in colormaps[name].colors))
+    # greys, near-greys and colours too pale to see on white left out
+    pool = [c for c in pool if c not in base and np.hypot(*_lab(c)[1:]) > 15 and _lab(c)[0] < 85]
+    chosen = base[:count]
+    taken = [_lab(c) for c in [TEACHER_COLOR, STUDENT_ONLY_COLOR, *chosen]]
+    while len(chosen) < count and pool:
+        gaps = [min(float(np.linalg.norm(_lab(c) - t)) for t in taken) for c in pool]
+        best = pool.pop(int(np.argmax(gaps)))
+        chosen.append(best)
+        taken.append(_lab(best))
+    return chosen
+
+
 def method_colors(methods: Sequence[str]) -> dict[str, str]:
-    """A hex colour per method label: teacher black, student-only grey, the others in list order from tab10 (tab20
-    when more than nine, then tab20b), greys left out. Pass the full method list of a report so that every figure
-    gives a method the same colour whichever subset it plots."""
+    """A hex colour per method label: teacher black, student-only grey, the others in list order from
+    :func:`_distinct_palette` (tab10 for up to nine, then the most distinct colours left; repeated past the
+    pool). Pass the full method list of a report so that every figure gives a method the same colour whichever
+    subset it plots."""
     others = [m for m in dict.fromkeys(methods) if m not in (TEACHER, STUDENT_ONLY)]
-    names = ("tab10",) if len(others) <= 9 else ("tab20", "tab20b")
-    palette = [c for name in names for c in (to_hex(rgb) for rgb in colormaps[name].colors) if c not in _GREYS]
+    palette = _distinct_palette(len(others))
     colors = {m: palette[i % len(palette)] for i, m in enumerate(others)}
     if TEACHER in methods:
         colors[TEACHER] = TEACHER_COLOR
@@ -159,18 +188,14 @@ def id_ood_scatter(scores: pd.DataFrame, benchmarks: Sequence[str], methods: Seq
                         color=colors.get(method, TEACHER_COLOR), ecolor=colors.get(method, TEACHER_COLOR),
                         elinewidth=0.8, capsize=2, linestyle="none", markeredgecolor="white" if not teacher else None,
                         markeredgewidth=0.5, alpha=0.9, zorder=3 if teacher else 2)
-        if len(pairs) > 1:
-            spots: dict[tuple[float, float], list[str]] = {}
-            for method, pair, x, y, _, _ in points:
-                if method == TEACHER:
-                    spots.setdefault((round(x, 2), round(y, 2)), []).append(pair)
-            for (x, y), names in spots.items():
-                ax.annotate(", ".join(names), (x, y), xytext=(7, -3), textcoords="offset points", fontsize=8)
         ax.set_xlabel("in-domain mIoU (%)")
         ax.set_ylabel("mean out-of-domain mIoU (%)")
         ax.set_title(title)
         ax.grid(True, linewidth=0.4, alpha=0.5)
         ax.margins(0.08)
+        if len(pairs) > 1:
+            ax.autoscale_view()
+            _label_teachers(ax, [(pair, x, y) for method, pair, x, y, _, _ in points if method == TEACHER])
         plotted = list(dict.fromkeys(p[0] for p in points))
         method_handles = [_legend_handle(colors.get(m, TEACHER_COLOR), m, marker="*" if m == TEACHER else "o",
                                          markersize=11 if m == TEACHER else 7) for m in plotted]
@@ -183,7 +208,30 @@ def id_ood_scatter(scores: pd.DataFrame, benchmarks: Sequence[str], methods: Seq
             box = first.get_window_extent(fig.canvas.get_renderer()).transformed(ax.transAxes.inverted())
             ax.legend(handles=pair_handles, title="pair", loc="upper left", bbox_to_anchor=(1.02, box.y0 - 0.04),
                       borderaxespad=0.0, frameon=False)
+        left_out = [m for m in present if m not in plotted]
+        if left_out:
+            fig.text(0.01, 0.005, f"not shown (no seed with every benchmark: {', '.join(benchmarks)}): "
+                     f"{', '.join(left_out)}", fontsize=7, ha="left", va="bottom", wrap=True)
         return _save(fig, stem, formats)
+
+
+def _label_teachers(ax: Any, spots: list[tuple[str, float, float]], gap_pt: float = 10.0) -> None:
+    """Name each teacher star by its pair, right of the star; labels closer than ``gap_pt`` points in height are
+    pushed apart vertically (a leader line joins a moved label to its star), so no two overlap."""
+    merged: dict[tuple[float, float], list[str]] = {}
+    for pair, x, y in spots:
+        merged.setdefault((round(x, 2), round(y, 2)), []).append(pair)
+    to_points = 72.0 / ax.figure.dpi
+    placed = sorted(((ax.transData.transform((x, y))[1] * to_points, x, y, ", ".join(names))
+                     for (x, y), names in merged.items()))
+    last = -math.inf
+    for height, x, y, text in placed:
+        target = max(height - 3.0, last + gap_pt)
+        last = target
+        moved = target - (height - 3.0) > 0.5
+        ax.annotate(text, (x, y), xytext=(9, target - height), textcoords="offset points", fontsize=8,
+                    va="center", arrowprops={"arrowstyle": "-", "color": "#777777", "linewidth": 0.5}
+                    if moved else None)
 
 
 def _target_groups(targets: Mapping[str, Sequence[str]]) -> list[tuple[str, str, str]]:
@@ -396,8 +444,9 @@ def loss_curves(scores: pd.DataFrame, benchmarks: Sequence[str], stem: Path, for
     subplot, the total ``loss`` black and thicker), dashed lines at stage boundaries with the stage names on top.
     Runs without a ``run_path`` or ``metrics.jsonl`` are skipped; with nothing left, no file is written."""
     formats = _check_formats(formats)
-    benchmarks = list(dict.fromkeys(benchmarks))
-    panels = {b: _run_logs(scores[scores["benchmark"] == b]) if len(scores) else [] for b in benchmarks}
+    ran = set(scores["benchmark"]) if len(scores) else set()
+    benchmarks = [b for b in dict.fromkeys(benchmarks) if b in ran]  # no panel for a benchmark never run
+    panels = {b: _run_logs(scores[scores["benchmark"] == b]) for b in benchmarks}
     if not any(panels.values()):
         return []
     terms = _term_order([k for logs in panels.values() for _, log in logs for k in log.terms])

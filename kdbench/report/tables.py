@@ -144,3 +144,12 @@ def best_baseline(table: PaperTable, method: str) -> str | None:
     rivals = [(r.cells[ood].mean, r.method) for r in table.rows if r.method not in (TEACHER, STUDENT_ONLY, method)
               and r.family != family and r.cells[ood].mean is not None]
     return max(rivals)[1] if rivals else None
+
+
+def summary_view(table: PaperTable) -> PaperTable:
+    """The table cut to the columns that summarise every benchmark (mean ID, mean OOD, the Δ columns, seeds, train
+    time): what fits on a terminal."""
+    keep = [i for i, c in enumerate(table.columns) if c.group == SUMMARY]
+    rows = [Row(r.method, r.family, r.seeds, [r.cells[i] for i in keep], r.ood_by_seed) for r in table.rows]
+    return PaperTable(table.suite, table.setting, table.pair, table.pair_kind, table.benchmarks, table.sources,
+                      [table.columns[i] for i in keep], rows)
