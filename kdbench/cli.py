@@ -160,11 +160,22 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
          f"+ teacher rows = {len(jobs)} runs on {runtime.device_name}{processes} ({runtime.precision})")
     start = time.perf_counter()
     if cfg.launcher.kind == "inline":
-        counts = run_sweep(jobs, cfg, suite_obj, runtime, out_dir, echo)
+        from kdbench.engine.preemption import Preempted
+
+        try:
+            counts = run_sweep(jobs, cfg, suite_obj, runtime, out_dir, echo)
+        except Preempted as exc:
+            click.echo(f"kdbench: {exc}", err=True)
+            raise SystemExit(exc.exit_code) from None
     else:
         from kdbench.launchers import dispatch
 
-        result = dispatch(jobs, cfg, suite_obj, out_dir, echo)
+        try:
+            result = dispatch(jobs, cfg, suite_obj, out_dir, echo)
+        except KeyboardInterrupt:  # the local workers got the Ctrl-C too: each saves its run's state and stops
+            click.echo("kdbench: interrupted; the workers save their runs' state and stop, and the same command "
+                       "again resumes", err=True)
+            raise SystemExit(130) from None
         counts = result.counts
         if not result.waited:
             click.echo(f"kdbench: submitted; when the jobs end, `kdbench report {out_dir}` (the same command "

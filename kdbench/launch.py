@@ -29,6 +29,7 @@ from kdbench.data.sources import domain_classes, is_real
 from kdbench.data.synthetic import Split, make_split
 from kdbench.engine.distributed import barrier, current, main_process_first
 from kdbench.engine.evaluator import DomainScore, Protocol, evaluate, evaluate_loader, get_protocol
+from kdbench.engine.preemption import Preempted, hand_over, requested, stop_on_signals
 from kdbench.engine.progress import run_label
 from kdbench.engine.resume import ResumePoint, RunCheckpoint
 from kdbench.engine.runtime import Runtime, apply_speed_options, seed_everything
@@ -380,13 +381,28 @@ def summary_line(job: Job, records: list[dict[str, Any]]) -> str:
 
 def run_sweep(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out: Path,
               echo: Callable[[str], None]) -> dict[str, int]:
-    """Run every job not already done; a failing run is recorded with its reason and the sweep goes on."""
+    """Run every job not already done; a failing run is recorded with its reason and the sweep goes on. On SIGTERM,
+    SIGINT or SIGUSR2 the run in training saves its state and :class:`Preempted` ends the sweep
+    (``kdbench.engine.preemption``); on SLURM, SIGUSR2 then goes on to submitit, which requeues the job."""
+    with stop_on_signals():
+        try:
+            return _run_jobs(jobs, cfg, suite, runtime, out, echo)
+        except Preempted as exc:
+            hand_over(exc)
+            raise
+
+
+def _run_jobs(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out: Path,
+              echo: Callable[[str], None]) -> dict[str, int]:
     ws = Workspace(cfg, suite, runtime, echo)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     info = current()
     for i, job in enumerate(jobs, start=1):
         rd = run_dir(out, job, cfg, suite)
         prefix = f"[{i}/{len(jobs)}]"
+        signum = requested()
+        if signum:
+            raise Preempted(signum, f"before {job.label}")
         if rd.done:
             counts["skipped"] += 1
             added = add_val_records(job, ws, rd) if info.is_main else 0
@@ -407,6 +423,9 @@ def run_sweep(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out:
             echo(f"{prefix} {job.label}: resuming an interrupted run at stage {point.stage + 1}, step {point.step}")
         try:
             records = execute(job, cfg, ws, rd, point)
+        except Preempted as exc:
+            saved = ", its state saved" if job.method != TEACHER else ""
+            raise Preempted(exc.signum, f"{exc.where} in {job.label}{saved}") from None
         except (TrainingError, UserError) as exc:  # this run cannot go on (e.g. a file that does not fit)
             if info.is_main:
                 rd.fail(str(exc))

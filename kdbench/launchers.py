@@ -98,6 +98,21 @@ def run_group(jobs: list[Job], cfg: Config, suite: Suite, out: str) -> dict[str,
     return run_sweep(jobs, cfg, suite, runtime, Path(out), echo)
 
 
+class RunGroup:
+    """:func:`run_group` as submitit's checkpointable callable: when SLURM signals a preemption or the time limit
+    (SIGUSR2), the run in training saves its state (``kdbench.engine.preemption``), then submitit calls
+    :meth:`checkpoint` and requeues the job, which calls this again with the same runs; finished runs are
+    skipped and the interrupted one goes on from its saved state."""
+
+    def __call__(self, jobs: list[Job], cfg: Config, suite: Suite, out: str) -> dict[str, int]:
+        return run_group(jobs, cfg, suite, out)
+
+    def checkpoint(self, *args: Any) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args)
+
+
 def gpus_per_run(cfg: Config) -> int:
     """GPUs each job asks for: one per DDP process with ``launcher.processes`` > 1, else ``launcher.gpus_per_job``."""
     return cfg.launcher.processes if cfg.launcher.processes > 1 else cfg.launcher.gpus_per_job
@@ -176,7 +191,7 @@ def submit_local(groups: list[list[Job]], gpus: list[list[int]], cfg: Config, su
     submitted = []
     for group, ids in zip(groups, gpus, strict=True):
         executor.update_parameters(**executor_parameters(cfg), gpus_per_node=len(ids), visible_gpus=tuple(ids))
-        submitted.append(executor.submit(run_group, group, cfg, suite, str(out)))
+        submitted.append(executor.submit(RunGroup(), group, cfg, suite, str(out)))
     return submitted
 
 
@@ -226,7 +241,7 @@ def dispatch(jobs: list[Job], cfg: Config, suite: Suite, out: Path, echo: Echo) 
             executor = submitit.AutoExecutor(folder=out / ".submitit" / "%j", cluster=kind)
             executor.update_parameters(**executor_parameters(cfg))
             with executor.batch():
-                submitted = [executor.submit(run_group, group, cfg, suite, str(out)) for group in groups]
+                submitted = [executor.submit(RunGroup(), group, cfg, suite, str(out)) for group in groups]
     except Exception as exc:  # no sbatch on this machine, a refused partition, ...
         raise UserError(f"launcher.kind={kind}: submitting the runs failed: {' '.join(str(exc).split())[:300]}"
                         ) from exc

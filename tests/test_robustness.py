@@ -98,3 +98,133 @@ def test_a_rerun_of_an_unfinished_run_clears_the_leftovers_of_a_killed_save(tmp_
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0 and (run / "done").is_file()
     assert sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp")) == sorted(DECOYS[:2])
+
+
+SIGNAL_ARGS = ["run", "--suite", "smoke", "--benchmarks", "game2real", "--pairs", "tiny-f2l", "--methods", "gkd",
+               "--set", "train.steps=60", "--set", "train.log_every=1", "--set", "train.checkpoint_every=0",
+               "--set", "train.threads=1"]
+
+
+def _gkd_run(out):
+    return next((out / "smoke" / "game2real" / "tiny-f2l" / "gkd").iterdir())
+
+
+def _signal_mid_stage(out, signum: int, stage: str = "domain-agnostic", after: int = 25):
+    """Start the sweep in a child process and send it ``signum`` once its log shows ``stage`` past ``after``."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-m", "kdbench", *SIGNAL_ARGS, "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 300
+    sent = False
+    while time.monotonic() < deadline and child.poll() is None and not sent:
+        root = out / "smoke" / "game2real" / "tiny-f2l" / "gkd"
+        lines = [ln for p in root.glob("*/metrics.jsonl") for ln in p.read_text().splitlines()] if root.is_dir() \
+            else []
+        if any(f'"stage": "{stage}"' in ln and json.loads(ln)["step"] >= after for ln in lines[:-1]):
+            os.kill(child.pid, signum)
+            sent = True
+        time.sleep(0.02)
+    stdout, stderr = child.communicate(timeout=300)
+    assert sent, "the run ended before the signal could be sent"
+    return child.returncode, stdout, stderr
+
+
+@pytest.mark.parametrize("signum", [15, 2])  # SIGTERM (SLURM's preemption), SIGINT (Ctrl-C)
+def test_a_signal_saves_the_state_at_once_and_the_same_command_resumes_to_identical_records(tmp_path, signum):
+    import json
+    import re
+    import signal
+
+    from click.testing import CliRunner
+
+    from kdbench.cli import cli
+
+    whole = CliRunner().invoke(cli, [*SIGNAL_ARGS, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    code, _, stderr = _signal_mid_stage(tmp_path / "stopped", signum)
+    name = signal.Signals(signum).name
+    assert code == 128 + signum, stderr[-2000:]
+    message = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(message) == 1 and "Traceback" not in stderr, stderr[-2000:]
+    stopped_at = re.fullmatch(rf"kdbench: {name} received at step (\d+) of domain-agnostic in "
+                              r"game2real/tiny-f2l/gkd seed 0, its state saved; stopped, and the same command again "
+                              r"resumes", message[0])
+    assert stopped_at, message[0]
+    run = _gkd_run(tmp_path / "stopped")
+    assert (run / "resume.pt").is_file() and not (run / "done").exists()
+    again = CliRunner().invoke(cli, [*SIGNAL_ARGS, "--out", str(tmp_path / "stopped")])
+    assert again.exit_code == 0, again.output
+    # saved at the very step the signal was handled, though train.checkpoint_every=0 saves at stage ends only
+    assert f"resuming an interrupted run at stage 2, step {stopped_at[1]}" in again.output
+
+    def records(out):
+        rows = [json.loads(ln) for ln in (_gkd_run(out) / "records.jsonl").read_text().splitlines()]
+        return [{k: r[k] for k in ("domain", "miou", "per_class_iou", "train_steps")} for r in rows]
+
+    assert records(tmp_path / "stopped") == records(tmp_path / "whole")
+
+
+def test_sigusr2_hands_over_to_the_handler_it_replaced_after_saving(tmp_path):
+    """On SLURM, submitit's SIGUSR2 handler checkpoints and requeues the job: it must run after the state is saved."""
+    import signal
+    import threading
+
+    from kdbench.config import Config
+    from kdbench.engine.preemption import Preempted
+    from kdbench.engine.runtime import resolve_runtime
+    from kdbench.launch import expand, run_sweep
+    from kdbench.resolve import resolve_config, selections
+
+    calls = []
+
+    def submitit_like(signum, frame):
+        calls.append((signum, sorted(p.name for p in _gkd_run(tmp_path).iterdir())))
+
+    cfg, suite = resolve_config(None, {"suite": "smoke", "methods": ["gkd"], "pairs": ["tiny-f2l"],
+                                       "benchmarks": ["game2real"], "out": str(tmp_path)},
+                                ("train.steps=400", "train.checkpoint_every=0", "train.threads=1"))
+    assert isinstance(cfg, Config)
+    jobs = [j for j in expand(cfg, suite, *selections(cfg, suite)) if j.method == "gkd"]
+    def signal_once_training():  # as SLURM would, some time into the run's training
+        import time
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not stop.is_set():
+            if any('"domain-agnostic"' in p.read_text() for p in tmp_path.rglob("metrics.jsonl")):
+                signal.raise_signal(signal.SIGUSR2)
+                return
+            time.sleep(0.02)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_like)
+    stop = threading.Event()
+    watcher = threading.Thread(target=signal_once_training)
+    try:
+        watcher.start()
+        with pytest.raises(Preempted, match="SIGUSR2 received at step"):
+            run_sweep(jobs, cfg, suite, resolve_runtime("cpu", "off", 1), tmp_path, lambda _: None)
+    finally:
+        stop.set()
+        watcher.join()
+        signal.signal(signal.SIGUSR2, previous)
+    assert len(calls) == 1 and calls[0][0] == signal.SIGUSR2
+    assert "resume.pt" in calls[0][1], "the state is saved before the job is handed to submitit"
+
+
+def test_slurm_jobs_are_checkpointable_so_submitit_requeues_them_with_the_same_runs():
+    import pickle
+
+    from submitit.helpers import DelayedSubmission
+
+    from kdbench.launchers import RunGroup
+
+    task = RunGroup()
+    again = task.checkpoint(["job"], "cfg", "suite", "out")
+    assert isinstance(again, DelayedSubmission) and again.function is task
+    assert again.args == (["job"], "cfg", "suite", "out")
+    assert isinstance(pickle.loads(pickle.dumps(task)), RunGroup)

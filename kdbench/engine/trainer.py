@@ -16,6 +16,7 @@ from kdbench.config import TrainConfig
 from kdbench.data.loaders import INPUT_IDS, BatchStream
 from kdbench.engine.distributed import DistInfo, mean_over_processes, shard, sync_batchnorm
 from kdbench.engine.optim import lr_factor, make_optimizer, param_groups
+from kdbench.engine.preemption import Preempted, requested
 from kdbench.engine.progress import progress_steps
 from kdbench.engine.resume import ResumePoint, RunCheckpoint, set_rng_state
 from kdbench.engine.runtime import Runtime
@@ -25,7 +26,8 @@ from kdbench.models.segmentor import SegOutput
 
 StepFn = Callable[[Batch], dict[str, torch.Tensor]]
 LogFn = Callable[[dict], None]
-AfterStep = Callable[[int, torch.optim.Optimizer, torch.amp.GradScaler], None]
+#: ``(steps done, optimizer, scaler, stopping)``: the checkpoint hook; ``stopping`` means save now (a signal)
+AfterStep = Callable[[int, torch.optim.Optimizer, torch.amp.GradScaler, bool], None]
 
 
 class TrainingError(RuntimeError):
@@ -82,9 +84,24 @@ def train_steps(step_fn: StepFn, groups: list[dict], batches: Iterator[Batch], s
             if log is not None:
                 log({"stage": desc, "step": step, "lr": optimizer.param_groups[0]["lr"],
                      "loss": round(float(total.detach()), 6), **{f"loss/{k}": v for k, v in last.items()}})
+        # a stage's last step goes on to the stage-end save; the next stage's first step stops
+        stopping = stop_requested(distributed, loss.device) if step + 1 < steps else 0
         if after_step is not None:
-            after_step(step + 1, optimizer, scaler)
+            after_step(step + 1, optimizer, scaler, bool(stopping))
+        if stopping:
+            raise Preempted(stopping, f"at step {step + 1} of {desc}")
     return last
+
+
+def stop_requested(distributed: bool, device: torch.device) -> int:
+    """The signal a stop was asked for by (0: none); with several processes, the same answer on every one (the
+    largest), so that all stop after the same step."""
+    local = requested() or 0
+    if not distributed:
+        return local
+    flag = torch.tensor(float(local), device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return int(flag.item())
 
 
 def _clone_out(out: SegOutput, taps: frozenset[str]) -> SegOutput:
@@ -220,8 +237,9 @@ def train_method(method: Method, batches_for: Callable[[Stage], BatchStream], cf
             set_rng_state(point.state["rng"])
         began = time.perf_counter() - elapsed
 
-        def save(done: int, optimizer, scaler, index=index, batches=batches, began=began, steps=steps) -> None:
-            if checkpoint is not None and checkpoint.due(done, steps):
+        def save(done: int, optimizer, scaler, stopping: bool = False, index=index, batches=batches, began=began,
+                 steps=steps) -> None:
+            if checkpoint is not None and (checkpoint.due(done, steps) or (stopping and done < steps)):
                 checkpoint.save({**saved_state(index, done, time.perf_counter() - began),
                                  "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                                  "data": batches.state_dict()})
