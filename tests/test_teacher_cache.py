@@ -59,7 +59,9 @@ def test_cached_runs_match_uncached_runs_and_are_the_same_runs(tmp_path):
         for x, y in zip(a, b, strict=True):
             assert x.keys() == y.keys()
             for key in (k for k in x if k.startswith("loss")):
-                assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-9), (method, x["step"], key)
+                # the table's teacher pass batches its inputs otherwise than the run's steps do, so a logit may
+                # differ in its last bits (seen on torch 2.6 at 1e-5 relative, logged values rounded to 6 decimals)
+                assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-6), (method, x["step"], key)
         rec_a, rec_b = lines(cached[method] / "records.jsonl"), lines(uncached[method] / "records.jsonl")
         assert [{k: v for k, v in r.items() if k not in TIMING} for r in rec_a] == \
             [{k: v for k, v in r.items() if k not in TIMING} for r in rec_b], method
