@@ -398,6 +398,41 @@ def prepare(suite, datasets, data_root, paths, cache, workers) -> None:
     click.echo(f"prepared data: {target.resolve()} ({summary})")
 
 
+@cli.group()
+def show() -> None:
+    """Pictures of a suite: what its domains look like."""
+
+
+@show.command()
+@click.option("--suite", help="Suite name (synth5, smoke, dg5) or a suite YAML path. Default: synth5.")
+@click.option("--benchmarks", help="Comma-separated benchmark names of the suite, or 'all'. Default: all.")
+@click.option("--out", default="runs/domains", show_default=True, help="Folder to write the gallery PNGs into.")
+@click.option("--samples", default="4", show_default=True, metavar="N",
+              help="Images per domain: the first N of its test split.")
+@click.option("--data-root", type=click.Path(file_okay=False),
+              help="Root folder of the real datasets (suite dg5); sets data.root. Prepared datasets are read from "
+                   "$KDBENCH_DATA_CACHE (default ~/.cache/kdbench/data) or from under the root.")
+@user_errors
+def domains(suite, benchmarks, out, samples, data_root) -> None:
+    """One gallery PNG per benchmark: sample images of the source and every target with their label maps."""
+    from kdbench.registry import Registry
+    from kdbench.report.gallery import collect, parse_samples, write_gallery
+    from kdbench.resolve import check_data_root, check_writable, resolve_config
+
+    count = parse_samples(samples)
+    cfg, suite_obj = resolve_config(None, {"suite": suite, "data": {"root": data_root} if data_root else None})
+    names = _csv(benchmarks) if benchmarks is not None else ["all"]
+    if not names:
+        raise UserError("--benchmarks names nothing; give at least one name or 'all'")
+    bench_names = Registry("benchmark").resolve(names, list(suite_obj.benchmarks))
+    check_data_root(cfg, suite_obj, bench_names)
+    galleries = collect(cfg, suite_obj, bench_names, count)
+    out_dir = Path(out)
+    check_writable(out_dir)
+    for gallery in galleries:
+        click.echo(f"wrote {write_gallery(gallery, out_dir)}")
+
+
 def main() -> None:
     cli()
 
