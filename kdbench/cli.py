@@ -365,17 +365,21 @@ def data() -> None:
 
 @data.command()
 @_data_options
-@click.option("--limit", type=click.IntRange(min=1), help="Read only the first N files of each split.")
+@click.option("--limit", type=click.IntRange(min=1), help="Decode only N files of each split, spread over it "
+              "(counts and label pairing are checked for all).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Decoding threads (the report is the same, in the same order, for any number).")
 @user_errors
-def check(suite, datasets, data_root, paths, cache, limit) -> None:
+def check(suite, datasets, data_root, paths, cache, limit, workers) -> None:
     """Say per dataset what was found (image and label counts against the official split sizes) and name every
-    problem; train nothing, write nothing. Exit status 1 if any dataset has an error."""
+    problem; train nothing, write nothing. A dataset that `data prepare` converts and that is not converted yet is
+    checked in its raw download. Exit status 1 if any dataset has an error."""
     from kdbench.data.real.check import check_datasets, format_reports
 
     if not data_root and not paths:
         raise UserError("give --data-root DIR (or --path DATASET=FOLDER for each dataset)")
     reports = check_datasets(_suite_datasets(suite, datasets), Path(data_root), _cache(cache), _paths(paths),
-                             limit=limit)
+                             limit=limit, workers=workers)
     click.echo(format_reports(reports))
     if not all(r.ok for r in reports):
         raise SystemExit(1)
@@ -383,11 +387,13 @@ def check(suite, datasets, data_root, paths, cache, limit) -> None:
 
 @data.command()
 @_data_options
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Conversion processes.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Conversion threads (tiles or images converted in parallel).")
 @user_errors
 def prepare(suite, datasets, data_root, paths, cache, workers) -> None:
     """Convert what needs converting (ISPRS tiles to 512 px patches, Mapillary to 19 classes at half resolution)
-    into the cache folder, never into the originals. Safe to interrupt and re-run: done work is skipped."""
+    into the cache folder, never into the originals. Safe to interrupt and re-run: done work is skipped. A dataset
+    that fails does not stop the others; the summary names it and the exit status is 1."""
     from kdbench.data.real.prepare import prepare_datasets
 
     if not data_root and not paths:
@@ -395,7 +401,14 @@ def prepare(suite, datasets, data_root, paths, cache, workers) -> None:
     target = _cache(cache)
     summary = prepare_datasets(_suite_datasets(suite, datasets), Path(data_root), target, _paths(paths),
                                echo=click.echo, workers=workers)
-    click.echo(f"prepared data: {target.resolve()} ({summary})")
+    click.echo(f"Summary (prepared data in {target.resolve()}):")
+    for line in summary.lines():
+        click.echo(f"  {line}")
+    if summary.failed:
+        names = ", ".join(r.name for r in summary.failed)
+        raise UserError(f"{len(summary.failed)} of {len(summary.results)} dataset(s) failed to prepare: {names} "
+                        "(reasons above; kdbench data check names every bad raw file); the others are done, and a "
+                        "re-run retries only what is not")
 
 
 @cli.group()

@@ -62,7 +62,10 @@ class DataConfig:
     rendered per source, or on real data the first N of the source split (0 = all). ``root``: the real datasets'
     root folder (``--data-root``); ``paths``: per-dataset folders overriding ``root/<default folder>``;
     ``cache_dir``: where ``kdbench data prepare`` writes converted datasets; ``proxy_root``: a folder of unlabelled
-    images standing in for ImageNet (GKD's stage 1a on real data); ``workers``: data-loading processes."""
+    images standing in for ImageNet (GKD's stage 1a on real data); ``workers``: data-loading processes;
+    ``missing_labels``: what a real labelled split does with images that have no label file (BDD100K's pre-2021
+    image zip has val images without masks): ``error`` refuses the split, ``skip`` leaves them out with a warning
+    (counted per split: ``RealData.images_without_labels``)."""
 
     image_size: int = 32
     train_images: int = 1024
@@ -71,6 +74,7 @@ class DataConfig:
     cache_dir: str = ""
     proxy_root: str = ""
     workers: int = 4
+    missing_labels: str = "error"
 
 
 @dataclass
@@ -150,6 +154,7 @@ CHOICES = {
     "head": ("light", "mask2former", "mask2former-tiny"),
     "launcher.kind": ("auto", "inline", "local", "slurm"),
     "train.teacher_cache": ("auto", "on", "off"),
+    "data.missing_labels": ("error", "skip"),
 }
 
 

@@ -104,7 +104,8 @@ NOT_IDENTITY = {"train": ("threads", "log_every", "checkpoint_every", "compile",
                 "data": ("paths", "cache_dir", "workers")}
 #: settings added after runs were recorded: part of a run's identity only when they differ from their default, so
 #: adding them renamed no finished run
-LATER_SETTINGS = {"train": {"stages": {}}, "data": {"proxy_root": ""}, "eval": {"validate": True}}
+LATER_SETTINGS = {"train": {"stages": {}}, "data": {"proxy_root": "", "missing_labels": "error"},
+                  "eval": {"validate": True}}
 
 
 def _section(name: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -322,6 +323,8 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
         "student_params": sum(p.numel() for p in model.parameters()),
         "wall_s": round(time.perf_counter() - start, 2), "train_wall_s": round(train_wall, 2),
         "prepare_s": round(prepare, 2),
+        "images_without_labels": ws.real.images_without_labels(bench.domains)
+        if any(is_real(d) for d in bench.domains) else {},
         "teacher_digest": ws.digests[(job.pair.teacher, bench.source)],
         "student_init_digest": ws.digests.get(job.pair.student) if job.method != TEACHER else None,
         "peak_memory_mb": round(peak / 2**20, 1),

@@ -170,3 +170,28 @@ def test_a_teacher_file_that_cannot_be_read_fails_its_runs_not_the_sweep(data, w
     without_md = invoke("report", str(out), "--format", "csv")
     assert without_md.exit_code == 1 and "no finished runs" in without_md.output
     assert "3 failed (first:" in without_md.output
+
+
+def test_images_without_labels_are_skipped_on_request_and_counted_in_the_record(data, weights, tmp_path):
+    import shutil
+
+    root, cache = data
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    missing = sorted((copy / "bdd100k" / "labels" / "sem_seg" / "masks" / "val").glob("*.png"))[0]
+    missing.unlink()
+    args = ["run", "--suite", "dg5", "--data-root", str(copy), "--benchmarks", "gtav", "--pairs", "tiny-real-f2l",
+            "--methods", "student-only", "--seeds", "0", "--out", str(tmp_path / "out")]
+    for s in ["head=mask2former-tiny", f"data.cache_dir={cache}", "data.workers=0", "train.steps=2",
+              "train.batch_size=2", "pretrain.head_steps=2", "pretrain.batch_size=2", *weights]:
+        args += ["--set", s]
+    refused = invoke(*args)
+    assert refused.exit_code != 0 or "FAILED" in refused.output
+    assert "data.missing_labels=skip" in refused.output
+    skipped = invoke(*args, "--set", "data.missing_labels=skip", "--out", str(tmp_path / "skip"))
+    assert skipped.exit_code == 0, skipped.output
+    records = [json.loads(line) for p in sorted((tmp_path / "skip").rglob("records.jsonl"))
+               for line in p.read_text().splitlines()]
+    bdd = [r for r in records if r["domain"] == "bdd100k" and r["split"] == "test"]
+    assert bdd and all(r["images_without_labels"] == {"bdd100k/val": 1} for r in bdd)
+    assert all(r["images"] == 1 for r in bdd)  # the fixture's two val images, less the one without a label

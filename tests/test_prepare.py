@@ -5,6 +5,7 @@ independently of the code; resumption after a crash, never writing under the dat
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,16 @@ import pytest
 from PIL import Image
 
 from kdbench.data.real import prepare_io
-from kdbench.data.real.prepare import ALREADY, FOUND_CONVERTED, NOTHING, PREPARED_NOW, is_prepared, prepare_datasets
+from kdbench.data.real.prepare import (
+    ALREADY,
+    FAILED,
+    FOUND_CONVERTED,
+    NOTHING,
+    PREPARED_NOW,
+    PrepareSummary,
+    is_prepared,
+    prepare_datasets,
+)
 from kdbench.data.real.prepare_isprs import POTSDAM_SPLITS, VAIHINGEN_SPLITS, clip_boxes
 from kdbench.data.real.prepare_mapillary import MAPILLARY_TO_CITYSCAPES, derive_lut
 from kdbench.errors import UserError
@@ -102,6 +112,15 @@ def quiet(_: str) -> None:
     pass
 
 
+def failure(summary: PrepareSummary, name: str, pattern: str) -> str:
+    """The one-line reason ``name`` failed, checked to match ``pattern``."""
+    result = summary[name]
+    assert result.status == FAILED, result
+    assert re.search(pattern, result.note), result.note
+    assert "\n" not in result.line()
+    return result.note
+
+
 # --- patch geometry -------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("w", "h", "clip", "stride"), [
@@ -159,7 +178,8 @@ def test_potsdam(tmp_path, zipped):
         assert summary[name].counts == {"train": 4, "val": 4}
         assert is_prepared(name, tmp_path / "cache")
     assert any(line.startswith("potsdam-rgb: converting 2 tiles") for line in lines)
-    assert any(line.startswith("potsdam-irrg: prepared in ") and line.endswith("(train 4, val 4)") for line in lines)
+    assert any(line.startswith("potsdam-irrg: prepared in ") and line.endswith("(train 4, val 4)")
+               for line in summary.lines())
 
 
 @pytest.mark.parametrize("zipped", [False, True])
@@ -218,12 +238,12 @@ def test_mapillary_half_resolution(tmp_path, layout):
 def test_mapillary_config_checked(tmp_path):
     renamed = tuple("Kerb" if n == "Curb" else n for n in rf.MAPILLARY_READABLE)
     rf.write_mapillary(tmp_path / "data" / "mapillary", readable=renamed)
-    with pytest.raises(UserError, match=r"config\.json.*2 'Kerb' -> 255 \(expected 1\)"):
-        prepare_datasets(["mapillary"], tmp_path / "data", tmp_path / "cache", {}, echo=quiet)
+    failure(prepare_datasets(["mapillary"], tmp_path / "data", tmp_path / "cache", {}, echo=quiet), "mapillary",
+            r"config\.json.*2 'Kerb' -> 255 \(expected 1\)")
     assert not (tmp_path / "cache" / "mapillary").exists()
     rf.write_mapillary(tmp_path / "data2" / "mapillary", readable=tuple(f"class {k}" for k in range(124)))
-    with pytest.raises(UserError, match="124 labels"):
-        prepare_datasets(["mapillary"], tmp_path / "data2", tmp_path / "cache", {}, echo=quiet)
+    failure(prepare_datasets(["mapillary"], tmp_path / "data2", tmp_path / "cache", {}, echo=quiet), "mapillary",
+            "124 labels")
     rf.write_mapillary(tmp_path / "data3" / "mapillary", readable=None)
     lines: list[str] = []
     prepare_datasets(["mapillary"], tmp_path / "data3", tmp_path / "cache", {}, echo=lines.append)
@@ -235,8 +255,8 @@ def test_mapillary_label_must_be_indexed(tmp_path):
     label = tmp_path / "data" / "mapillary" / "validation" / "labels" / f"{rf.MAPILLARY_IDS[0]}.png"
     with Image.open(label) as image:
         image.convert("RGB").save(label)
-    with pytest.raises(UserError, match="palettised"):
-        prepare_datasets(["mapillary"], tmp_path / "data", tmp_path / "cache", {}, echo=quiet)
+    failure(prepare_datasets(["mapillary"], tmp_path / "data", tmp_path / "cache", {}, echo=quiet), "mapillary",
+            "palettised")
 
 
 # --- originals untouched, missing inputs ----------------------------------------------------------------------------
@@ -254,32 +274,34 @@ def test_never_writes_under_data_root(tmp_path):
     assert summary["cityscapes"].status == NOTHING
     with pytest.raises(UserError, match="inside the data root"):
         prepare_datasets(names, data, data / "cache", {}, echo=quiet, clip=CLIP)
-    with pytest.raises(UserError, match="overlap"):
-        prepare_datasets(["potsdam-rgb"], data, tmp_path / "c2", {"potsdam-rgb": str(tmp_path / "c2")}, echo=quiet)
+    failure(prepare_datasets(["potsdam-rgb"], data, tmp_path / "c2", {"potsdam-rgb": str(tmp_path / "c2")},
+                             echo=quiet), "potsdam-rgb", "overlap")
     assert listing(data) == before
 
 
 def test_missing_inputs(tmp_path):
     data, cache = tmp_path / "data", tmp_path / "cache"
-    with pytest.raises(UserError, match=r"raw folder .*data/potsdam not found"):
-        prepare_datasets(["potsdam-rgb"], data, cache, {}, echo=quiet)
+
+    def fails(name: str, pattern: str, **kw) -> None:
+        failure(prepare_datasets([name], data, cache, {}, echo=quiet, **kw), name, pattern)
+
+    fails("potsdam-rgb", r"raw folder .*data/potsdam not found")
     (data / "potsdam").mkdir(parents=True)
-    with pytest.raises(UserError, match=r"no Potsdam RGB tiles in .*potsdam.*2_Ortho_RGB/.*2_Ortho_RGB\.zip"):
-        prepare_datasets(["potsdam-rgb"], data, cache, {}, echo=quiet)
+    fails("potsdam-rgb", r"no Potsdam RGB tiles in .*potsdam.*2_Ortho_RGB/.*2_Ortho_RGB\.zip")
     rf.write_potsdam(data / "potsdam")
     (data / "potsdam" / "5_Labels_all_noBoundary" / "top_potsdam_2_13_label_noBoundary.tif").unlink()
-    with pytest.raises(UserError, match="top_potsdam_2_13_label_noBoundary.tif"):
-        prepare_datasets(["potsdam-rgb"], data, cache, {}, echo=quiet, clip=CLIP)
+    fails("potsdam-rgb", "top_potsdam_2_13_label_noBoundary.tif", clip=CLIP)
     (data / "vaihingen").mkdir()
-    with pytest.raises(UserError, match=r"Vaihingen tiles.*top/.*ISPRS_semantic_labeling_Vaihingen\.zip"):
-        prepare_datasets(["vaihingen-irrg"], data, cache, {}, echo=quiet)
+    fails("vaihingen-irrg", r"Vaihingen tiles.*top/.*ISPRS_semantic_labeling_Vaihingen\.zip")
     (data / "mapillary" / "validation").mkdir(parents=True)
-    with pytest.raises(UserError, match=r"validation/labels.*config\.json"):
-        prepare_datasets(["mapillary"], data, cache, {}, echo=quiet)
-    rf.write_mapillary(data / "mapillary")
-    with pytest.raises(UserError, match="data.paths.potsdam-rgb"):  # every input is located before any writing
-        prepare_datasets(["mapillary", "potsdam-rgb"], None, cache, {"mapillary": str(data / "mapillary")})
+    fails("mapillary", r"validation/labels.*config\.json")
     assert not cache.exists()
+    rf.write_mapillary(data / "mapillary")
+    lines: list[str] = []  # every input is located before any writing; a failure is echoed at once
+    summary = prepare_datasets(["mapillary", "potsdam-rgb"], None, cache, {"mapillary": str(data / "mapillary")},
+                               echo=lines.append)
+    failure(summary, "potsdam-rgb", "data.paths.potsdam-rgb")
+    assert lines[0].startswith("potsdam-rgb: FAILED: ") and summary["mapillary"].status == PREPARED_NOW
 
 
 def test_gkd_layout_under_raw_folder_accepted(tmp_path):

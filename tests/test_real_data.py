@@ -564,3 +564,81 @@ def test_fixture_files_are_tiny(written):
     data_root, cache, _ = written
     sizes = [p.stat().st_size for base in (data_root, cache) for p in base.rglob("*") if p.is_file()]
     assert max(sizes) < 20_000 and sum(sizes) < 1_000_000
+
+
+# --- images without labels (data.missing_labels) -------------------------------------------------------------------
+
+BDD_VAL = ["7d06fefd-f7be05a6", "7d128593-0ccfea4c", "7d15b18b-1e0d6e3f", "7d2f7975-e0c1c5a7", "7d4a9094-0455564b"]
+
+
+@pytest.fixture
+def bdd_without_some_labels(tmp_path) -> Path:
+    """A BDD100K val split of 5 images whose masks for 2 are missing, as in the pre-2021 image zip
+    (bdd100k/bdd100k#103)."""
+    root = tmp_path / "data"
+    for i, name in enumerate(BDD_VAL):
+        fx.write_rgb(root / "bdd100k" / "images" / "10k" / "val" / f"{name}.jpg", fx.random_image(27, 48, i), "JPEG")
+        if i not in (1, 3):
+            fx.write_grey(root / "bdd100k" / "labels" / "sem_seg" / "masks" / "val" / f"{name}.png",
+                          fx.stripes(fx.TRAIN_IDS, 27, 48))
+    return root
+
+
+def bdd_real_data(root: Path, **data: str):
+    import torch
+
+    from kdbench.config import Config
+    from kdbench.data.real.access import RealData
+    from kdbench.engine.distributed import DistInfo
+
+    cfg = Config()
+    cfg.data.root = str(root)
+    for key, value in data.items():
+        setattr(cfg.data, key, value)
+    return RealData(cfg, torch.device("cpu"), DistInfo())
+
+
+def test_images_without_labels_refuse_the_split_by_default(bdd_without_some_labels):
+    with pytest.raises(UserError) as err:
+        bdd_real_data(bdd_without_some_labels).items("bdd100k", "val")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("dataset bdd100k: 2 val image(s) have no label file, e.g. ")
+    assert f"{BDD_VAL[1]}.jpg" in message and "data.missing_labels=skip" in message
+
+
+def test_missing_labels_skip_leaves_them_out_and_counts_them(bdd_without_some_labels):
+    data = bdd_real_data(bdd_without_some_labels, missing_labels="skip")
+    assert data.images_without_labels(["bdd100k"]) == {}
+    with pytest.warns(UserWarning, match=r"bdd100k: 2 val image\(s\) without a label file left out "
+                                         rf"\(data.missing_labels=skip\), e.g. .*{BDD_VAL[1]}\.jpg"):
+        items = data.items("bdd100k", "val")
+    assert [item.image.stem for item in items] == [BDD_VAL[0], BDD_VAL[2], BDD_VAL[4]]
+    assert all(item.label is not None for item in items)
+    assert data.images_without_labels(["bdd100k", "cityscapes"]) == {"bdd100k/val": 2}
+    assert data.images_without_labels(["cityscapes"]) == {}
+
+
+def test_missing_labels_setting_is_checked():
+    from kdbench.config import Config, apply_set, validate
+
+    cfg = Config()
+    assert cfg.data.missing_labels == "error"
+    apply_set(cfg, "data.missing_labels=skip")
+    validate(cfg)
+    apply_set(cfg, "data.missing_labels=ignore")
+    with pytest.raises(UserError, match="data.missing_labels must be one of error, skip, got 'ignore'"):
+        validate(cfg)
+
+
+def test_check_names_images_without_labels_and_the_setting(bdd_without_some_labels):
+    from click.testing import CliRunner
+
+    from kdbench.cli import cli
+
+    result = CliRunner().invoke(cli, ["data", "check", "--datasets", "bdd100k", "--path",
+                                      f"bdd100k={bdd_without_some_labels / 'bdd100k'}"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "image without label: 2 file(s)" in result.output
+    assert f"images/10k/val/{BDD_VAL[1]}.jpg" in result.output and f"images/10k/val/{BDD_VAL[3]}.jpg" in result.output
+    assert "--set data.missing_labels=skip leaves these images out" in result.output

@@ -69,26 +69,28 @@ def _put(root: Path, files: dict[str, bytes], archive: str | None) -> None:
             zf.writestr(rel, data)
 
 
-def isprs_label(width: int, height: int) -> np.ndarray:
-    """An RGB colour label of 8-pixel blocks cycling through :data:`ISPRS_PAINT`, so every 32² patch holds every
-    colour."""
+def isprs_label(width: int, height: int, off_table: bool = True) -> np.ndarray:
+    """An RGB colour label of 8-pixel blocks cycling through :data:`ISPRS_PAINT` (without its two off-table colours
+    when ``off_table`` is false, as a correct download), so every 32² patch holds every colour."""
+    paint = ISPRS_PAINT if off_table else ISPRS_PAINT[:7]
     y, x = np.mgrid[0:height, 0:width]
-    return np.asarray(ISPRS_PAINT, np.uint8)[(x // 8 + 2 * (y // 8)) % len(ISPRS_PAINT)]
+    return np.asarray(paint, np.uint8)[(x // 8 + 2 * (y // 8)) % len(paint)]
 
 
 def write_potsdam(root: Path, tiles: tuple[str, ...] = ("2_10", "2_13"), size: int = 64, zipped: bool = False,
-                  seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+                  seed: int = 0, off_table: bool = True) -> dict[str, dict[str, np.ndarray]]:
     """Raw Potsdam under ``root`` (the ``potsdam`` folder): per tile ``top_potsdam_<t>_RGB.tif``,
     ``_IRRG.tif`` and ``_label_noBoundary.tif`` in ``2_Ortho_RGB/``, ``3_Ortho_IRRG/``, ``5_Labels_all_noBoundary/``
     or, with ``zipped``, in the three official zips (each holding its folder, plus a ``.tfw`` world file as the
-    real ones do). Returns ``{tile: {"RGB", "IRRG", "label"}}`` arrays."""
+    real ones do). ``off_table``: labels hold two colours outside the ISPRS table (false: a correct download).
+    Returns ``{tile: {"RGB", "IRRG", "label"}}`` arrays."""
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, np.ndarray]] = {}
     groups: dict[str, dict[str, bytes]] = {"2_Ortho_RGB": {}, "3_Ortho_IRRG": {}, "5_Labels_all_noBoundary": {}}
     for tile in tiles:
         arrays = {"RGB": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
                   "IRRG": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
-                  "label": isprs_label(size, size)}
+                  "label": isprs_label(size, size, off_table)}
         out[tile] = arrays
         groups["2_Ortho_RGB"][f"2_Ortho_RGB/top_potsdam_{tile}_RGB.tif"] = _tiff(arrays["RGB"])
         groups["2_Ortho_RGB"][f"2_Ortho_RGB/top_potsdam_{tile}_RGB.tfw"] = b"0.05\n0\n0\n-0.05\n0\n0\n"
@@ -101,20 +103,21 @@ def write_potsdam(root: Path, tiles: tuple[str, ...] = ("2_10", "2_13"), size: i
 
 
 def write_vaihingen(root: Path, areas: dict[str, tuple[int, int]] | None = None, zipped: bool = False,
-                    seed: int = 1) -> dict[str, dict[str, np.ndarray]]:
+                    seed: int = 1, off_table: bool = True) -> dict[str, dict[str, np.ndarray]]:
     """Raw Vaihingen under ``root`` (the ``vaihingen`` folder): ``top/top_mosaic_09cm_<area>.tif`` (IRRG) and
     ``top_mosaic_09cm_<area>_noBoundary.tif``, plus an area9 ground truth without image (mmseg drops it). Default
     areas: area1 (train) 70×50, a size 32 does not divide, and area2 (val) 64×64. With ``zipped`` the files go into
     the two official zips, the image zip also holding ``gts_for_participants/`` colour labels with the same base
-    names as the images (decoys). Returns ``{area: {"image", "label"}}``."""
+    names as the images (decoys). ``off_table`` as for :func:`write_potsdam`. Returns ``{area: {"image",
+    "label"}}``."""
     areas = areas if areas is not None else {"area1": (70, 50), "area2": (64, 64)}
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, np.ndarray]] = {}
     images: dict[str, bytes] = {}
-    labels: dict[str, bytes] = {"top_mosaic_09cm_area9_noBoundary.tif": _tiff(isprs_label(40, 40))}
+    labels: dict[str, bytes] = {"top_mosaic_09cm_area9_noBoundary.tif": _tiff(isprs_label(40, 40, off_table))}
     for area, (width, height) in areas.items():
         arrays = {"image": rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
-                  "label": isprs_label(width, height)}
+                  "label": isprs_label(width, height, off_table)}
         out[area] = arrays
         images[f"top/top_mosaic_09cm_{area}.tif"] = _tiff(arrays["image"])
         labels[f"top_mosaic_09cm_{area}_noBoundary.tif"] = _tiff(arrays["label"])
@@ -125,11 +128,11 @@ def write_vaihingen(root: Path, areas: dict[str, tuple[int, int]] | None = None,
     return out
 
 
-def mapillary_ids_map(width: int, height: int, shift: int = 0) -> np.ndarray:
-    """Class ids 0..65 and :data:`MAPILLARY_OUT_OF_RANGE` painted in 2×2 blocks (so any nearest halving keeps
-    them), every one of them at least once in a 64×48 image."""
+def mapillary_ids_map(width: int, height: int, shift: int = 0, out_of_range: bool = True) -> np.ndarray:
+    """Class ids 0..65 and (with ``out_of_range``) :data:`MAPILLARY_OUT_OF_RANGE` painted in 2×2 blocks (so any
+    nearest halving keeps them), every one of them at least once in a 64×48 image."""
     y, x = np.mgrid[0:height, 0:width]
-    values = np.array([*range(66), MAPILLARY_OUT_OF_RANGE], np.uint8)
+    values = np.array([*range(66), *([MAPILLARY_OUT_OF_RANGE] if out_of_range else [])], np.uint8)
     return values[(x // 2 + (width // 2) * (y // 2) + shift) % len(values)]
 
 
@@ -157,15 +160,16 @@ def mapillary_config(readable: tuple[str, ...] = MAPILLARY_READABLE) -> dict:
 
 
 def write_mapillary(root: Path, layout: str = "v1.2", ids: tuple[str, ...] = MAPILLARY_IDS,
-                    size: tuple[int, int] = (64, 48), readable: tuple[str, ...] | None = MAPILLARY_READABLE
-                    ) -> dict[str, dict[str, np.ndarray]]:
+                    size: tuple[int, int] = (64, 48), readable: tuple[str, ...] | None = MAPILLARY_READABLE,
+                    out_of_range: bool = True) -> dict[str, dict[str, np.ndarray]]:
     """Raw Mapillary Vistas under ``root`` (the ``mapillary`` folder).
 
     ``layout`` "v1.2": standalone ``{training,validation}/{images,labels}`` + ``config.json``; "v2.0": the v2.0
     package, ``{split}/images``, ``{split}/v1.2/labels``, ``{split}/v2.0/labels`` (a decoy) + ``config_v1.2.json``
     and ``config_v2.0.json``. Validation images are smooth gradients of ``size`` (W, H); labels are P-mode PNGs of
-    :func:`mapillary_ids_map`, shifted per image. One training image is written too (prepare must ignore it).
-    ``readable`` None writes no config. Returns ``{id: {"image", "ids"}}`` of the validation split.
+    :func:`mapillary_ids_map`, shifted per image (``out_of_range`` false: ids 0..65 only, a correct download). One
+    training image is written too (prepare must ignore it). ``readable`` None writes no config. Returns ``{id:
+    {"image", "ids"}}`` of the validation split.
     """
     width, height = size
     y, x = np.mgrid[0:height, 0:width]
@@ -174,7 +178,7 @@ def write_mapillary(root: Path, layout: str = "v1.2", ids: tuple[str, ...] = MAP
     out: dict[str, dict[str, np.ndarray]] = {}
     for n, key in enumerate(ids):
         image = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 60 + 100 * n)], -1).astype(np.uint8)
-        ids_map = mapillary_ids_map(width, height, shift=5 * n)
+        ids_map = mapillary_ids_map(width, height, shift=5 * n, out_of_range=out_of_range)
         out[key] = {"image": image, "ids": ids_map}
         files[f"validation/images/{key}.jpg"] = _jpeg(image)
         files[f"validation/{labels_dir}/{key}.png"] = _p_mode_png(ids_map)

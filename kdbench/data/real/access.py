@@ -8,6 +8,8 @@ which never holds a validation image."""
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from kdbench.config import Config
 from kdbench.data.real.catalog import DatasetSpec, get_dataset
-from kdbench.data.real.files import dataset_root, list_samples, read_image, read_label
+from kdbench.data.real.files import dataset_root, read_image, read_label, split_samples
 from kdbench.data.real.holdout import hold_out
 from kdbench.data.real.streams import (
     EvalImages,
@@ -40,7 +42,8 @@ def data_cache_dir(setting: str = "") -> Path:
 
 class RealData:
     """The real datasets of one sweep, rooted at ``data.root`` (per-dataset ``data.paths`` overrides, converted
-    datasets in :func:`data_cache_dir`)."""
+    datasets in :func:`data_cache_dir`). Images without a label file refuse their split, or with
+    ``data.missing_labels=skip`` are left out, warned about and counted (:meth:`images_without_labels`)."""
 
     def __init__(self, cfg: Config, device: torch.device, info: DistInfo):
         if not cfg.data.root and not cfg.data.paths:
@@ -49,6 +52,7 @@ class RealData:
         self.cache = data_cache_dir(cfg.data.cache_dir)
         self._items: dict[tuple[str, str], list[ImageItem]] = {}
         self._proxy: list[ImageItem] | None = None
+        self._unlabelled: dict[tuple[str, str], int] = {}
 
     def spec(self, name: str) -> DatasetSpec:
         return get_dataset(name)
@@ -61,12 +65,23 @@ class RealData:
             root = dataset_root(spec, Path(self.cfg.data.root), self.cfg.data.paths, self.cache)
             if spec.prepared:
                 _refuse_unfinished(name, root, self.cache)
-            samples = list_samples(spec, root, split)
+            samples, skipped = split_samples(spec, root, split, self.cfg.data.missing_labels)
+            if skipped:
+                self._unlabelled[key] = len(skipped)
+                warnings.warn(f"dataset {name}: {len(skipped)} {split} image(s) without a label file left out "
+                              f"(data.missing_labels=skip), e.g. {skipped[0].image}", stacklevel=2)
             if not samples:
                 raise UserError(f"dataset {name}: no images in its {split} split under {root}")
             self._items[key] = [ImageItem(s.image, s.label) for s in samples]
         items = self._items[key]
         return items[:limit] if limit else items
+
+    def images_without_labels(self, names: Iterable[str]) -> dict[str, int]:
+        """How many images of each split of ``names`` read so far were left out for want of a label file
+        (``data.missing_labels=skip``), keyed ``"<dataset>/<split>"``; only splits that lost some (empty: none)."""
+        wanted = set(names)
+        return {f"{name}/{split}": count for (name, split), count in sorted(self._unlabelled.items())
+                if name in wanted}
 
     def train_items(self, name: str, kind: str) -> list[ImageItem]:
         """The images a training stream of ``kind`` draws from: the proxy folder, or ``name``'s training split

@@ -67,7 +67,7 @@ def dataset_root(spec: DatasetSpec, data_root: Path, paths: Mapping[str, str] | 
         candidates.append(override)
     candidates += [Path(data_root) / folder for folder in spec.folders]
     for candidate in candidates:
-        if _holds_images(spec, candidate):
+        if holds_images(spec, candidate):
             return candidate
     return candidates[0]
 
@@ -76,7 +76,15 @@ def list_samples(spec: DatasetSpec, root: Path, split: str | None, missing_label
     """Every image of ``split`` under ``root`` with its label, sorted by image path. A missing image or label
     folder is a UserError naming it. Images of a labelled split whose label file is missing: ``"error"`` (a
     UserError naming the first and the count), ``"keep"`` (``label=None``, what ``data check`` reports) or
-    ``"skip"``. Image-only splits (ACDC test) always have ``label=None``."""
+    ``"skip"`` (left out; :func:`split_samples` also returns them). Image-only splits (ACDC test) always have
+    ``label=None``."""
+    return split_samples(spec, root, split, missing_labels)[0]
+
+
+def split_samples(spec: DatasetSpec, root: Path, split: str | None,
+                  missing_labels: str = "error") -> tuple[list[Sample], list[Sample]]:
+    """(the samples :func:`list_samples` returns, the images it left out for want of a label file: only with
+    ``missing_labels="skip"``)."""
     if missing_labels not in ("error", "keep", "skip"):
         raise ValueError(f"missing_labels must be 'error', 'keep' or 'skip', not {missing_labels!r}")
     split_spec = spec.split(split)
@@ -94,14 +102,15 @@ def list_samples(spec: DatasetSpec, root: Path, split: str | None, missing_label
         samples.append(Sample(image, label, stem))
     samples.sort(key=lambda s: str(s.image))
     if label_dir is None or missing_labels == "keep":
-        return samples
+        return samples, []
     unlabelled = [s for s in samples if s.label is None]
     if unlabelled and missing_labels == "error":
         first = unlabelled[0]
         names = " or ".join(str(p.relative_to(root)) for p in _label_candidates(layout, label_dir, first.key))
         raise UserError(f"dataset {spec.name}: {len(unlabelled)} {split_spec.name} image(s) have no label file, "
-                        f"e.g. {first.image} (expected {names}); kdbench data check lists them all")
-    return [s for s in samples if s.label is not None]
+                        f"e.g. {first.image} (expected {names}); kdbench data check lists them all, "
+                        "--set data.missing_labels=skip leaves them out")
+    return [s for s in samples if s.label is not None], unlabelled
 
 
 def find_layout(spec: DatasetSpec, root: Path, split: str) -> Layout:
@@ -209,7 +218,8 @@ def _resolve(value: str, data_root: Path) -> Path:
     return path if path.is_absolute() else Path(data_root) / path
 
 
-def _holds_images(spec: DatasetSpec, root: Path) -> bool:
+def holds_images(spec: DatasetSpec, root: Path) -> bool:
+    """Whether one of the image folders of one of ``spec``'s splits exists under ``root``."""
     return any((root / layout.image_dir(s.name)).is_dir() for s in spec.splits for layout in s.layouts)
 
 

@@ -14,6 +14,7 @@ Every other dataset is read as it is and has nothing to prepare. Nothing is ever
 raw folder. Each prepared folder keeps its progress in ``.kdbench-prepare/``: one record per finished unit (tile or
 image) and, written last, ``done.json`` (converter version, parameters, digest of the raw inputs' listing, counts),
 so an interrupted run resumes where it stopped and a finished dataset is skipped without looking at its outputs.
+A dataset that cannot be prepared (raw files missing or broken) is reported as failed and the others go on.
 """
 
 from __future__ import annotations
@@ -47,12 +48,14 @@ PREPARED_NOW = "prepared"
 ALREADY = "already prepared"
 FOUND_CONVERTED = "found converted"
 NOTHING = "nothing to do"
+FAILED = "FAILED"
 
 
 @dataclass(frozen=True)
 class DatasetResult:
     """What ``prepare`` did for one dataset. ``counts``: samples (image/label pairs) per split in ``folder``;
-    ``units``: tiles/images of the raw data; ``converted``: units converted by this run; ``written``: files written."""
+    ``units``: tiles/images of the raw data (``unit_kind``); ``converted``: units converted by this run;
+    ``written``: files written; ``note``: for a FAILED dataset, the one-line reason."""
 
     name: str
     status: str
@@ -63,12 +66,23 @@ class DatasetResult:
     written: int = 0
     expected: dict[str, int] | None = None
     note: str = ""
+    unit_kind: str = "units"
 
     def line(self) -> str:
+        """One readable line: what was done (converted and skipped counts) or why it failed."""
         counts = ", ".join(f"{split} {n}" for split, n in sorted(self.counts.items()))
         if self.status == NOTHING:
             return f"{self.name}: nothing to prepare (read as it is from the data root)"
-        text = f"{self.name}: {self.status} in {self.folder}" + (f" ({counts})" if counts else "")
+        if self.status == FAILED:
+            reason = self.note.removeprefix(f"dataset {self.name}: ").removeprefix(f"{self.name}: ")
+            return f"{self.name}: FAILED: {reason}"
+        text = f"{self.name}: {self.status} in {self.folder}"
+        if self.status == PREPARED_NOW:
+            text += (f": {self.converted} {self.unit_kind} converted, {self.units - self.converted} skipped "
+                     "(done before)")
+        elif self.status == ALREADY:
+            text += f", skipped ({self.units} {self.unit_kind} done before)"
+        text += f" ({counts})" if counts else ""
         if self.note:
             text += f"; {self.note}"
         if self.expected and self.counts != self.expected:
@@ -89,9 +103,14 @@ class PrepareSummary:
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:
-        return {r.name: dict(r.counts) for r in self.results if r.status != NOTHING}
+        return {r.name: dict(r.counts) for r in self.results if r.status not in (NOTHING, FAILED)}
+
+    @property
+    def failed(self) -> list[DatasetResult]:
+        return [r for r in self.results if r.status == FAILED]
 
     def lines(self) -> list[str]:
+        """The per-dataset summary, one line each."""
         return [r.line() for r in self.results]
 
 
@@ -109,31 +128,56 @@ def prepare_datasets(names: list[str], data_root: Path | None, cache_dir: Path, 
                      echo: Callable[[str], None] = print, workers: int = 1, clip: int = 512) -> PrepareSummary:
     """Converts each of ``names`` that needs it from its raw folder (``paths[name]``, else ``data_root/<folder>``)
     into ``cache_dir``; other names are reported as having nothing to do. Every raw input is located (and the
-    Mapillary config checked) before anything is written. ``workers`` threads convert units in parallel; ``clip``
-    is the ISPRS patch size (512 in mmseg/GKD; tests use smaller)."""
+    Mapillary config checked) before anything is written. A dataset that cannot be located or converted is a
+    FAILED result naming the reason (echoed at once); the others go on. ``workers`` threads convert units in
+    parallel; ``clip`` is the ISPRS patch size (512 in mmseg/GKD; tests use smaller). A cache folder inside the
+    data root is a UserError (nothing is done)."""
     cache_dir = Path(cache_dir).expanduser()
     _check_cache_outside(cache_dir, data_root)
     names = list(dict.fromkeys(names))
-    plans: dict[str, Plan | DatasetResult] = {}
-    for name in names:
-        if name in PREPARED:
-            plans[name] = _plan(name, _raw_dir(name, data_root, paths), prepared_folder(name, cache_dir), clip)
+    plans = {name: _plan_or_failure(name, data_root, cache_dir, paths, clip) for name in names if name in PREPARED}
+    for planned in plans.values():
+        if isinstance(planned, DatasetResult) and planned.status == FAILED:
+            echo(planned.line())
     results = []
     with prepare_io.large_images_allowed():
         for name in names:
             planned = plans.get(name)
             if planned is None:
-                result = DatasetResult(name, NOTHING)
+                results.append(DatasetResult(name, NOTHING))
             elif isinstance(planned, DatasetResult):
-                result = planned
+                results.append(planned)
             else:
-                result = _run(planned, echo, max(1, workers))
-            echo(result.line())
-            results.append(result)
+                results.append(_run_or_failure(planned, echo, max(1, workers)))
     return PrepareSummary(tuple(results))
 
 
-def _raw_dir(name: str, data_root: Path | None, paths: dict[str, str]) -> Path:
+def _plan_or_failure(name: str, data_root: Path | None, cache_dir: Path, paths: dict[str, str],
+                     clip: int) -> Plan | DatasetResult:
+    try:
+        return _plan(name, raw_dir(name, data_root, paths), prepared_folder(name, cache_dir), clip)
+    except (UserError, OSError) as exc:
+        return DatasetResult(name, FAILED, note=_reason(exc))
+
+
+def _run_or_failure(plan: Plan, echo: Callable[[str], None], workers: int) -> DatasetResult:
+    try:
+        return _run(plan, echo, workers)
+    except (UserError, OSError) as exc:
+        result = DatasetResult(plan.name, FAILED, plan.out_dir, units=len(plan.units), unit_kind=plan.unit_kind,
+                               note=f"{_reason(exc)} (finished {plan.unit_kind} are kept: a re-run goes on from "
+                                    "there)")
+        echo(result.line())
+        return result
+
+
+def _reason(exc: Exception) -> str:
+    """An exception as one line: a UserError's message, else its type and message."""
+    text = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def raw_dir(name: str, data_root: Path | None, paths: dict[str, str]) -> Path:
     """``paths[name]`` (relative: to the data root, as the loaders take it), else the default folder."""
     has_root = data_root is not None and str(data_root) != ""
     if paths.get(name):
@@ -168,7 +212,8 @@ def _plan(name: str, raw_dir: Path, out_dir: Path, clip: int) -> Plan | DatasetR
         marker = prepare_io.read_json(prepare_io.done_marker(out_dir))
         if marker:
             return DatasetResult(name, ALREADY, out_dir, marker.get("counts", {}), marker.get("units", 0),
-                                 note="raw originals not found, kept as is")
+                                 note="raw originals not found, kept as is",
+                                 unit_kind=marker.get("unit_kind", "units"))
         if (raw_dir / _GKD_LAYOUT[name]).is_dir():
             return DatasetResult(name, FOUND_CONVERTED, raw_dir, note="GKD's converted layout, read from there")
         raise
@@ -181,7 +226,7 @@ def _run(plan: Plan, echo: Callable[[str], None], workers: int) -> DatasetResult
     if marker and (marker.get("version"), marker.get("params"), marker.get("sources")) == (
             plan.version, plan.params, sources):
         return DatasetResult(plan.name, ALREADY, plan.out_dir, marker["counts"], marker["units"],
-                             expected=plan.expected)
+                             expected=plan.expected, unit_kind=plan.unit_kind)
     echo(f"{plan.name}: converting {len(plan.units)} {plan.unit_kind} from {plan.raw_dir} into {plan.out_dir}")
     for note in plan.notes:
         echo(f"{plan.name}: note: {note}")
@@ -208,10 +253,10 @@ def _run(plan: Plan, echo: Callable[[str], None], workers: int) -> DatasetResult
     finally:
         bar.close()
     summary = {"dataset": plan.name, "version": plan.version, "params": plan.params, "sources": sources,
-               "counts": dict(sorted(counts.items())), "units": len(plan.units)}
+               "counts": dict(sorted(counts.items())), "units": len(plan.units), "unit_kind": plan.unit_kind}
     prepare_io.write_json_atomic(marker_path, summary)
     return DatasetResult(plan.name, PREPARED_NOW, plan.out_dir, summary["counts"], len(plan.units), len(todo),
-                         written, plan.expected)
+                         written, plan.expected, unit_kind=plan.unit_kind)
 
 
 def _convert_one(plan: Plan, records: UnitRecords, unit: Unit) -> tuple[Unit, int, int]:

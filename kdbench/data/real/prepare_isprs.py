@@ -115,29 +115,46 @@ def _pair(name: str, raw_dir: Path, out_dir: Path, clip: int, images: dict[str, 
     return plan
 
 
-def plan_potsdam(name: str, modality: str, raw_dir: Path, out_dir: Path, clip: int = 512) -> Plan:
-    """Potsdam ``modality`` ("RGB" or "IRRG") from ``raw_dir`` holding ``2_Ortho_RGB``/``3_Ortho_IRRG`` and
-    ``5_Labels_all_noBoundary`` (extracted folders or the official zips) into ``out_dir/{img_dir,ann_dir}``."""
+def potsdam_sources(name: str, modality: str, raw_dir: Path) -> tuple[dict[str, Source], dict[str, Source]]:
+    """(image tiles, label tiles) of Potsdam ``modality`` ("RGB" or "IRRG") in ``raw_dir``, keyed by tile id, from
+    ``2_Ortho_RGB``/``3_Ortho_IRRG`` and ``5_Labels_all_noBoundary`` (extracted folders or the official zips)."""
     stem, pattern = POTSDAM_IMAGES[modality]
     images = _find(raw_dir, name, f"Potsdam {modality} tiles", [stem], [f"{stem}.zip"], pattern,
                    f"top_potsdam_2_10_{modality}.tif")
     label_stem, label_pattern = POTSDAM_LABELS
     labels = _find(raw_dir, name, "Potsdam label tiles", [label_stem], [f"{label_stem}.zip"], label_pattern,
                    "top_potsdam_2_10_label_noBoundary.tif")
+    return images, labels
+
+
+def vaihingen_sources(name: str, raw_dir: Path) -> tuple[dict[str, Source], dict[str, Source]]:
+    """(image tiles, eroded ground-truth tiles) of Vaihingen in ``raw_dir``, keyed by area: ``top/`` and the
+    ``_noBoundary`` labels (folders or the two official zips)."""
+    images = _find(raw_dir, name, "Vaihingen tiles", ["top"], [VAIHINGEN_IMAGE_ZIP], VAIHINGEN_IMAGE,
+                   "top_mosaic_09cm_area1.tif", zip_parent="top")
+    labels = _find(raw_dir, name, "Vaihingen eroded ground truth", VAIHINGEN_LABEL_FOLDERS,
+                   [VAIHINGEN_LABEL_ZIP, VAIHINGEN_IMAGE_ZIP], VAIHINGEN_LABEL, "top_mosaic_09cm_area1_noBoundary.tif")
+    return images, labels
+
+
+def plan_potsdam(name: str, modality: str, raw_dir: Path, out_dir: Path, clip: int = 512) -> Plan:
+    """Potsdam ``modality`` from ``raw_dir`` (:func:`potsdam_sources`) into ``out_dir/{img_dir,ann_dir}``."""
+    images, labels = potsdam_sources(name, modality, raw_dir)
     return _pair(name, raw_dir, out_dir, clip, images, labels, POTSDAM_SPLITS,
                  "top_potsdam_{}_label_noBoundary.tif", POTSDAM_EXPECTED)
 
 
 def plan_vaihingen(name: str, raw_dir: Path, out_dir: Path, clip: int = 512) -> Plan:
-    """Vaihingen from ``raw_dir`` holding ``top/top_mosaic_09cm_area<k>.tif`` and the eroded ground truth
-    ``top_mosaic_09cm_area<k>_noBoundary.tif`` (folders or the two official zips); area9 is in neither split list
-    and is dropped, as mmseg does."""
-    images = _find(raw_dir, name, "Vaihingen tiles", ["top"], [VAIHINGEN_IMAGE_ZIP], VAIHINGEN_IMAGE,
-                   "top_mosaic_09cm_area1.tif", zip_parent="top")
-    labels = _find(raw_dir, name, "Vaihingen eroded ground truth", VAIHINGEN_LABEL_FOLDERS,
-                   [VAIHINGEN_LABEL_ZIP, VAIHINGEN_IMAGE_ZIP], VAIHINGEN_LABEL, "top_mosaic_09cm_area1_noBoundary.tif")
+    """Vaihingen from ``raw_dir`` (:func:`vaihingen_sources`); area9 is in neither split list and is dropped, as
+    mmseg does."""
+    images, labels = vaihingen_sources(name, raw_dir)
     return _pair(name, raw_dir, out_dir, clip, images, labels, VAIHINGEN_SPLITS,
                  "top_mosaic_09cm_{}_noBoundary.tif", VAIHINGEN_EXPECTED)
+
+
+def read_rgb(source: Source) -> Image.Image:
+    """A raw tile (image or colour label) decoded as 8-bit RGB (UserError naming it if unreadable or not RGB)."""
+    return _as_rgb(source.read_image(), source)
 
 
 def _as_rgb(image: Image.Image, source: Source) -> Image.Image:
@@ -151,8 +168,7 @@ def _as_rgb(image: Image.Image, source: Source) -> Image.Image:
 def convert_tile(unit: Unit, writer: Writer, clip: int) -> int:
     """Cuts one tile and its label into ``img_dir/<split>/`` and ``ann_dir/<split>/`` patches; returns the count."""
     image_source, label_source = unit.sources
-    image = _as_rgb(image_source.read_image(), image_source)
-    label = _as_rgb(label_source.read_image(), label_source)
+    image, label = read_rgb(image_source), read_rgb(label_source)
     if image.size != label.size:
         raise UserError(f"{label_source.describe()}: size {label.size} differs from its image "
                         f"{image_source.describe()} {image.size}")

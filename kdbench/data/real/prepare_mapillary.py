@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from kdbench.data.real.labels import class_table, encoding
-from kdbench.data.real.prepare_io import MissingInputs, Plan, Unit, Writer, file_source
+from kdbench.data.real.prepare_io import MissingInputs, Plan, Source, Unit, Writer, file_source
 from kdbench.errors import UserError
 
 VERSION = 1
@@ -92,18 +92,30 @@ def find_layout(raw_dir: Path, name: str) -> tuple[Path, Path, Path]:
     return val / "images", labels, config
 
 
+def validation_pairs(images: Path, labels: Path) -> list[tuple[Path, Path | None]]:
+    """Each validation image (``*.jpg``, sorted) with its label ``<labels>/<id>.png`` (``None`` if absent)."""
+    pairs = []
+    for image in sorted(images.glob("*.jpg")):
+        label = labels / f"{image.stem}.png"
+        pairs.append((image, label if label.is_file() else None))
+    return pairs
+
+
+def config_note(config: Path) -> str:
+    return f"no {config.name} next to the data: the mapping was not checked against its label names"
+
+
 def plan_mapillary(name: str, raw_dir: Path, out_dir: Path) -> Plan:
     images, labels, config = find_layout(raw_dir, name)
     notes = []
     if config.is_file():
         check_config(config)
     else:
-        notes.append(f"no {config.name} next to the data: the mapping was not checked against its label names")
+        notes.append(config_note(config))
     units = []
-    for image in sorted(images.glob("*.jpg")):
-        label = labels / f"{image.stem}.png"
-        if not label.is_file():
-            raise MissingInputs(f"{name}: label {label} of image {image} not found")
+    for image, label in validation_pairs(images, labels):
+        if label is None:
+            raise MissingInputs(f"{name}: label {labels / f'{image.stem}.png'} of image {image} not found")
         units.append(Unit(image.stem, "val", (file_source(image), file_source(label))))
     if not units:
         raise MissingInputs(f"{name}: no .jpg images in {images}")
@@ -111,15 +123,22 @@ def plan_mapillary(name: str, raw_dir: Path, out_dir: Path) -> Plan:
                 notes=notes)
 
 
+def read_ids(source: Source) -> np.ndarray:
+    """A raw v1.2 label's class ids (H×W uint8); a label that is not a palettised/grey PNG is a UserError."""
+    label = source.read_image()
+    if label.mode not in ("P", "L"):
+        raise UserError(f"{source.describe()}: mode {label.mode}, expected a palettised PNG of class ids")
+    return np.asarray(label)
+
+
 def convert_image(unit: Unit, writer: Writer) -> int:
     """Writes ``half/val_img/<id>.jpg`` and ``half/val_label/<id>.png`` (19-class train ids, 255 ignore)."""
     image_source, label_source = unit.sources
-    image, label = image_source.read_image(), label_source.read_image()
-    if label.mode not in ("P", "L"):
-        raise UserError(f"{label_source.describe()}: mode {label.mode}, expected a palettised PNG of class ids")
-    if label.size != image.size:
-        raise UserError(f"{label_source.describe()}: size {label.size} differs from its image {image.size}")
-    train_ids = Image.fromarray(MAPPING.to_train_ids(np.asarray(label)))
+    image, ids = image_source.read_image(), read_ids(label_source)
+    if (ids.shape[1], ids.shape[0]) != image.size:
+        raise UserError(f"{label_source.describe()}: size {(ids.shape[1], ids.shape[0])} differs from its image "
+                        f"{image.size}")
+    train_ids = Image.fromarray(MAPPING.to_train_ids(ids))
     half = (image.width // 2, image.height // 2)
     writer.save(f"half/val_img/{unit.key}.jpg", image.resize(half, Image.Resampling.BICUBIC), "JPEG")
     writer.save(f"half/val_label/{unit.key}.png", train_ids.resize(half, Image.Resampling.NEAREST), "PNG")
