@@ -87,3 +87,14 @@ def level_channels(backbone: nn.Module, level: int, setting: str) -> int:
     if not -len(channels) <= level < len(channels):
         raise UserError(f"{setting}={level} is out of range for a backbone with {len(channels)} feature levels")
     return channels[level]
+
+
+def labels_to_grid(labels: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """B×H×W integer labels -> B×h×w by nearest neighbour: output cell (i, j) takes the label at
+    ``(floor(i·H/h), floor(j·W/w))`` (``F.interpolate(mode="nearest")``, the way IFVD and CIRKD bring labels to a
+    feature grid). Every value is kept as it is, so 255 (ignore) stays 255 and nothing new appears; a no-op when
+    the labels already have ``size``."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    resized = F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")
+    return resized[:, 0].to(labels.dtype)

@@ -9,11 +9,21 @@ one training step's gradient flow as the trainer runs it.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
+from click.testing import CliRunner
 
-from kdbench.engine.trainer import method_step, set_trainable
+from kdbench.cli import cli
+from kdbench.config import TrainConfig
+from kdbench.data.domains import get_domain
+from kdbench.data.loaders import StageData
+from kdbench.data.synthetic import make_split
+from kdbench.engine.runtime import resolve_runtime
+from kdbench.engine.trainer import method_step, set_trainable, train_method
 from kdbench.method import METHODS, Batch, Method
 from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench.models.zoo import MODELS
@@ -38,11 +48,14 @@ def build_method(method: str | type[Method], student: str = TINY_VIT_STUDENT, te
     return cls(tiny_segmentor(teacher), tiny_segmentor(student), **hparams)
 
 
-def tiny_batch(method: Method, batch: int = 2, seed: int = 6, ignore_fraction: float = 0.1) -> Batch:
-    """Random images and labels at the tiny size, some labels 255 (ignore)."""
+def tiny_batch(method: Method, batch: int = 2, seed: int = 6, ignore_fraction: float = 0.1,
+               ignore_rows: int = 0) -> Batch:
+    """Random images and labels at the tiny size: about ``ignore_fraction`` of the labels 255 (ignore) at random
+    pixels, and the first ``ignore_rows`` rows of every label map 255 too."""
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, CLASSES, (batch, SIZE, SIZE), generator=gen)
     labels[torch.rand(batch, SIZE, SIZE, generator=gen) < ignore_fraction] = 255
+    labels[:, :ignore_rows] = 255
     return Batch(images=torch.randn(batch, 3, SIZE, SIZE, generator=gen), labels=labels)
 
 
@@ -70,11 +83,11 @@ def check_gradient_flow(method: Method, batch: Batch | None = None) -> dict[str,
             f"stage {stage.name!r}: a gradient reached the teacher"
         if "backbone" in stage.train:
             name, layer = input_layer(method.student.backbone)
-            assert any(_has_grad(p) for p in layer.parameters()), \
+            assert any(has_grad(p) for p in layer.parameters()), \
                 f"stage {stage.name!r}: no gradient reaches the student backbone's input layer ({name})"
         if "extra" in stage.train:
             reached |= {module for module, child in method.named_children()
-                        if module != "student" and any(_has_grad(p) for p in child.parameters())}
+                        if module != "student" and any(has_grad(p) for p in child.parameters())}
         terms = {name: float(value.detach()) for name, value in out.items()}
     if any("extra" in stage.train for stage in method.stages()):
         own = {module for module, child in method.named_children()
@@ -92,5 +105,54 @@ def input_layer(backbone: torch.nn.Module) -> tuple[str, torch.nn.Module]:
     raise AssertionError("the backbone has no layer with parameters")
 
 
-def _has_grad(p: torch.Tensor) -> bool:
+def has_grad(p: torch.Tensor) -> bool:
+    """Whether a backward pass left ``p`` a gradient with a non-zero entry."""
     return p.grad is not None and float(p.grad.abs().sum()) > 0
+
+
+def student_input_weight(method: Method) -> torch.Tensor:
+    """The weight of the student backbone's :func:`input_layer` (a ViT's patch embedding, a CNN's stem conv): the
+    tensor a distillation term's gradient has to reach to train the whole backbone."""
+    return input_layer(method.student.backbone)[1].weight
+
+
+def train_tiny(method: Method, steps: int = 2, batch_size: int = 4) -> list[dict[str, float]]:
+    """Train ``method`` as ``kdbench run`` does, on the CPU in fp32, for ``steps`` steps of every stage on 8
+    synthetic ``game`` images at the tiny size (seeded: the same batches every call); returns the rows it logs,
+    one a step (``loss/<term>`` among them)."""
+    data = StageData(make_split(get_domain("game"), "train", 8, SIZE), "urban", SIZE, torch.device("cpu"))
+    logs: list[dict[str, float]] = []
+    train_method(method, lambda stage: data.batches(stage.data, batch_size, 0),
+                 TrainConfig(steps=steps, batch_size=batch_size, log_every=1), resolve_runtime("cpu", "off"),
+                 logs.append)
+    return logs
+
+
+class SmokeRun(NamedTuple):
+    """What :func:`run_smoke` leaves: one method's result records, and its logged training rows per pair."""
+
+    records: list[dict[str, Any]]
+    metrics: dict[str, list[dict[str, Any]]]
+
+
+def run_smoke(method: str, out: str | Path, pairs: Sequence[str] = ("tiny-f2l",), benchmark: str = "game2real",
+              settings: Sequence[str] = ()) -> SmokeRun:
+    """``kdbench run --suite smoke --methods METHOD --pairs PAIRS --benchmarks BENCHMARK --seeds 0 --out OUT``
+    (with ``--set`` for each of ``settings``, as ``"method.x.weight=2"``) through click's test runner. Asserts that
+    it exits 0 (its output in the message) and that it wrote exactly one ``metrics.jsonl`` for ``method`` on each
+    pair; returns the records of ``method`` (every ``records.jsonl`` under ``out``) and those files' rows."""
+    out = Path(out)
+    args = ["run", "--suite", "smoke", "--methods", method, "--pairs", ",".join(pairs), "--benchmarks", benchmark,
+            "--seeds", "0", "--out", str(out)]
+    for setting in settings:
+        args += ["--set", setting]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    records = [r for p in out.rglob("records.jsonl") for r in map(json.loads, p.read_text().splitlines())
+               if r["method"] == method]
+    metrics = {}
+    for pair in pairs:
+        files = list((out / "smoke" / benchmark / pair / method).rglob("metrics.jsonl"))
+        assert len(files) == 1, f"{pair}: {len(files)} metrics.jsonl for {method!r}, not one"
+        metrics[pair] = [json.loads(line) for line in files[0].read_text().splitlines()]
+    return SmokeRun(records, metrics)
