@@ -277,11 +277,12 @@ def list_(what, details) -> None:
             click.echo(f"{name:16s} {load_suite(name).description}")
     elif what == "pairs":
         from kdbench.models.zoo import PAIRS
-        from kdbench.suite import suites_listing_pair
+        from kdbench.suite import suites_by_pair
 
+        owners = suites_by_pair()
         for name in PAIRS.names():
             pair = PAIRS.get(name)
-            suites = ", ".join(suites_listing_pair(name)) or "any suite (listed by none)"
+            suites = ", ".join(owners.get(name, [])) or "any suite (listed by none)"
             click.echo(f"{name:22s} {pair.kind}  {pair.teacher} -> {pair.student}: {pair.description} [{suites}]")
     elif what == "benchmarks":
         from kdbench.suite import load_suite, suite_names

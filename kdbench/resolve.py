@@ -12,7 +12,7 @@ from kdbench.errors import UserError
 from kdbench.method import METHODS
 from kdbench.models.zoo import PAIRS
 from kdbench.registry import Registry
-from kdbench.suite import Suite, load_suite, suites_listing_pair
+from kdbench.suite import Suite, load_suite, suites_by_pair
 
 TEACHER = "teacher"
 
@@ -53,8 +53,10 @@ def selections(cfg: Config, suite: Suite) -> tuple[list[str], list[str], list[st
     benchmarks = Registry("benchmark").resolve(cfg.benchmarks, list(suite.benchmarks))
     pair_names = list(suite.pairs) if cfg.pairs == ["all"] else cfg.pairs
     pairs = PAIRS.resolve(pair_names)
-    for name in pairs:
-        owners = [] if name in suite.pairs else suites_listing_pair(name)
+    foreign = [name for name in pairs if name not in suite.pairs]
+    listed = suites_by_pair() if foreign else {}
+    for name in foreign:
+        owners = listed.get(name, [])
         if owners:
             raise UserError(f"--pairs: {name!r} is a pair of suite {', '.join(owners)}, not of {suite.name} "
                             f"(its pairs: {', '.join(suite.pairs)}); run it with --suite {owners[0]}")

@@ -47,9 +47,13 @@ def suite_names() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
-def suites_listing_pair(pair: str) -> list[str]:
-    """The shipped suites whose ``pairs`` name ``pair``."""
-    return [name for name in suite_names() if pair in load_suite(name).pairs]
+def suites_by_pair() -> dict[str, list[str]]:
+    """Pair name -> the shipped suites whose ``pairs`` name it (each suite read once)."""
+    owners: dict[str, list[str]] = {}
+    for name in suite_names():
+        for pair in load_suite(name).pairs:
+            owners.setdefault(pair, []).append(name)
+    return owners
 
 
 def load_suite(name: str) -> Suite:
