@@ -10,7 +10,8 @@ from typing import Any
 from kdbench.config import read_yaml
 from kdbench.data.sources import check_domain
 from kdbench.errors import UserError, did_you_mean
-from kdbench.models.zoo import PAIRS
+from kdbench.models.declare import declare_models, register_specs
+from kdbench.models.zoo import ModelSpec, resolve_pairs
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,13 @@ class Suite:
     pairs: tuple[str, ...]
     defaults: dict[str, Any] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the models the suite (or a ``--config`` file) declares; registered again wherever the suite is unpickled
+    #: (a launcher's worker), so its jobs find them
+    models: tuple[ModelSpec, ...] = ()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        register_specs(self.models)
 
     @property
     def target_domains(self) -> list[str]:
@@ -84,8 +92,9 @@ def parse_suite(data: dict[str, Any], where: str) -> Suite:
         for domain in bench.domains:
             check_domain(domain)
         benchmarks[name] = bench
-    pairs = tuple(need("pairs", list))
-    PAIRS.resolve(list(pairs))
-    return Suite(name=need("name", str), description=" ".join(str(data.get("description", "")).split()),
+    name = need("name", str)
+    models = declare_models(data.get("models"), f"suite {name}")
+    pairs = tuple(resolve_pairs([str(p) for p in need("pairs", list)]))
+    return Suite(name=name, description=" ".join(str(data.get("description", "")).split()),
                  protocol=data.get("protocol", "whole"), benchmarks=benchmarks, pairs=pairs,
-                 defaults=data.get("defaults") or {}, presets=data.get("presets") or {})
+                 defaults=data.get("defaults") or {}, presets=data.get("presets") or {}, models=models)

@@ -61,10 +61,16 @@ def backbone_key(spec: ModelSpec, cfg: Config, excluded: list[str]) -> str:
 
 def file_backbone(spec: ModelSpec, cfg: Config, runtime: Runtime) -> tuple[torch.nn.Module, str]:
     """A real model's backbone from the weight file named by ``weights.<model>`` (official DINOv2 / DeiT / timm
-    formats, resampled to the run's image size by ``kdbench.models.weights``)."""
+    formats, resampled to the run's image size by ``kdbench.models.weights``); a timm-built model's from that file,
+    its declared one, or its offline Hugging Face cache entry."""
     from kdbench.models.weights import load_pretrained
 
-    path = cfg.weights.get(spec.name, "")
+    if spec.backend == "timm":  # a weights.<model> file, the declared one, or the offline Hugging Face cache
+        from kdbench.models.hub import weights_path
+
+        path = str(weights_path(spec, cfg.weights))
+    else:
+        path = cfg.weights.get(spec.name, "")
     if not path:
         raise UserError(f"model {spec.name} loads its weights from a file: set weights.{spec.name}=PATH "
                         f"(e.g. --set weights.{spec.name}=/weights/<file>.pth)")

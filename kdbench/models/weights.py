@@ -15,6 +15,9 @@
   token, its position embedding and both heads are dropped. Non-distilled files (one prefix token) load too.
 - ``"timm-cnn"``: timm or torchvision ResNet files (the same key names). ``fc.*`` is dropped, and BatchNorm
   ``num_batches_tracked`` counters that a file leaves out are set to 0.
+- ``"timm"``: any timm-built model (DINOv2-g and registers, DINOv3, EVA02, DINO, ConvNeXt, ResNet-101), in its
+  family's official key layout or in timm's (``kdbench.models.timm_weights``), from a file or the offline
+  Hugging Face cache.
 
 A ViT file without ``mask_token`` gets zeros, GKD's student initialisation (gkd.md §3.1). Files already at the
 model's patch size and grid (Rein-converted DINOv2 files, GKD's exported students) load unchanged.
@@ -60,7 +63,8 @@ def load_pretrained(spec: ModelSpec, backbone: nn.Module, path: str | Path) -> N
     if reader is None:
         raise UserError(f"model {spec.name} is not loaded from a weight file (its pretraining is {spec.pretrain!r})")
     state = read_state_dict(path)
-    reader(state, backbone, f"weights file {path} ({_TITLES[spec.weights_format]}) for model {spec.name}")
+    title = _TITLES.get(spec.weights_format) or f"official or timm checkpoint of {spec.kwargs.get('timm_name')}"
+    reader(state, backbone, f"weights file {path} ({title}) for model {spec.name}")
 
 
 def resample_patch_kernel(weight: torch.Tensor, size: int) -> torch.Tensor:
@@ -127,5 +131,11 @@ def _read_cnn(state: dict[str, torch.Tensor], backbone: nn.Module, origin: str) 
     load_state(backbone.net, state, origin)
 
 
+def _read_timm(state: dict[str, torch.Tensor], backbone: nn.Module, origin: str) -> None:
+    from kdbench.models.timm_weights import load_timm_state
+
+    load_timm_state(state, backbone, origin)
+
+
 _READERS: dict[str, Callable[[dict[str, torch.Tensor], nn.Module, str], None]] = {
-    "dinov2": _read_dinov2, "deit": _read_deit, "timm-cnn": _read_cnn}
+    "dinov2": _read_dinov2, "deit": _read_deit, "timm-cnn": _read_cnn, "timm": _read_timm}

@@ -10,53 +10,22 @@ by ``kdbench.models.weights.load_pretrained`` according to their ``weights_forma
 ViTs at patch 16 (DINOv2's 14x14 kernel is resampled, gkd.md §3.1) built at the run's image size (512 in the paper:
 a 32x32 grid; other sizes still run, timm resamples the position embedding); the stage-2 readout taps blocks
 [3, 5, 7, 11] of 12-block models and [7, 11, 15, 23] of ViT-L, un-normalised (gkd.md §4).
+
+Every other real model is a timm model by name (``kdbench.models.families``: DINOv2-g and the register variants,
+DINOv3, EVA02, DINO, ConvNeXt, ResNet-101), built by timm and loaded from a local file or the offline Hugging Face
+cache. Pairs may also be composed as ``teacher:student`` (:func:`get_pair`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
+from kdbench.errors import UserError
+from kdbench.models.families import TIMM_MODELS, TIMM_PAIRS
+from kdbench.models.spec import MODELS, PAIRS, PRETRAIN_KINDS, ModelSpec, Pair
+from kdbench.models.timm_specs import timm_spec
 
-from kdbench.models.backbones import CNNBackbone, ViTBackbone
-from kdbench.registry import Registry
-
-PRETRAIN_KINDS = {"randomised": "broad domain-randomised stream (foundation)",
-                  "proxy": "narrow proxy distribution (local, as ImageNet)",
-                  "file": "official pretrained weights from a local file (models/weights.py)"}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    arch: str
-    pretrain: str
-    description: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    #: for ``pretrain="file"`` models, how ``weights.load_pretrained`` reads their file: "dinov2", "deit" or
-    #: "timm-cnn"; None for the synthetic models
-    weights_format: str | None = None
-
-    def build_backbone(self, image_size: int) -> nn.Module:
-        if self.arch == "vit":
-            return ViTBackbone(img_size=image_size, **self.kwargs)
-        if self.arch == "cnn":
-            return CNNBackbone(**self.kwargs)
-        raise ValueError(f"unknown arch {self.arch!r}")
-
-
-@dataclass(frozen=True)
-class Pair:
-    name: str
-    teacher: str
-    student: str
-    kind: str
-    description: str
-
-
-MODELS: Registry[ModelSpec] = Registry("model")
-PAIRS: Registry[Pair] = Registry("pair")
+__all__ = ["MODELS", "PAIRS", "PRETRAIN_KINDS", "ModelSpec", "Pair", "get_pair", "resolve_pairs"]
 
 
 def _model(name: str, arch: str, pretrain: str, description: str, weights_format: str | None = None,
@@ -131,3 +100,39 @@ _model("tiny-dinov2", "vit", "file", "tiny DINOv2-format ViT for tests (32-d, 4 
 _model("tiny-deit", "vit", "file", "tiny DeiT-format ViT for tests (16-d, 4 blocks, patch 16)", "deit",
        embed_dim=16, num_heads=2, depth=4, patch_size=16)
 _pair("tiny-real-f2l", "tiny-dinov2", "tiny-deit", "F2L", "tiny DINOv2-format -> tiny DeiT-format, for tests")
+
+# Any timm model, built by timm at patch 16 (kdbench/models/families.py lists them and their official weights).
+for _name, _timm_name, _role, _description in TIMM_MODELS:
+    MODELS.register(_name)(timm_spec(_name, _timm_name, _role, _description))
+for _name, _teacher, _student, _description in TIMM_PAIRS:
+    _pair(_name, _teacher, _student, "F2F", _description)
+
+
+def get_pair(name: str) -> Pair:
+    """A named pair, or one composed as ``teacher:student[:KIND]`` (registered on first use). Without a kind,
+    the student's role decides: a foundation student makes an F2F pair, a local one F2L."""
+    from kdbench.method import PAIR_KINDS
+
+    if name in PAIRS or ":" not in name:
+        return PAIRS.get(name)
+    parts = name.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise UserError(f"--pairs: {name!r} must be TEACHER:STUDENT or TEACHER:STUDENT:KIND (KIND one of "
+                        f"{', '.join(PAIR_KINDS)}), e.g. dinov3-l:deit-s")
+    teacher, student = (MODELS.get(part) for part in parts[:2])
+    derived = "F2F" if student.model_role == "foundation" else "F2L"
+    kind = parts[2].upper() if len(parts) == 3 else derived
+    if kind not in PAIR_KINDS:
+        raise UserError(f"--pairs: {name!r}: pair kind {parts[2]!r} is not one of {', '.join(PAIR_KINDS)}")
+    canonical = f"{teacher.name}:{student.name}" + ("" if kind == derived else f":{kind}")
+    if canonical not in PAIRS:
+        PAIRS.register(canonical)(Pair(canonical, teacher.name, student.name, kind,
+                                       f"{teacher.name} ({teacher.model_role}) -> {student.name} "
+                                       f"({student.model_role}), composed"))
+    return PAIRS.get(canonical)
+
+
+def resolve_pairs(names: list[str]) -> list[str]:
+    """Pair names with composed pairs registered and written canonically (``all`` is the caller's to expand);
+    an unknown name or model is a UserError listing the valid ones."""
+    return PAIRS.resolve([get_pair(n).name if ":" in n else n for n in names])
