@@ -37,11 +37,12 @@ def bare_steps(method, stage, batch, cfg) -> None:
     groups = stage_groups(method, stage, cfg)
     optimizer = make_optimizer(groups)
     params = [p for g in groups for p in g["params"]]
+    taps = method.teacher_taps(method.hp)
     for _ in range(STEPS):
         teacher_out = None
-        if method.teacher_taps:
+        if taps:
             with torch.inference_mode():
-                teacher_out = method.teacher(batch.images, with_logits="logits" in method.teacher_taps)
+                teacher_out = method.teacher(batch.images, with_logits="logits" in taps)
             teacher_out.logits = teacher_out.logits.clone()
         student_out = method.student(batch.images, with_logits=True)
         loss = sum(method.loss(stage, batch, student_out, teacher_out).values())

@@ -13,7 +13,7 @@ from kdbench.data.synthetic import make_split
 from kdbench.engine.evaluator import PROTOCOLS, evaluate
 from kdbench.engine.runtime import resolve_runtime
 from kdbench.engine.trainer import method_step, set_trainable, stage_groups, train_steps
-from kdbench.method import METHODS
+from kdbench.method import METHODS, RunContext
 from kdbench.models.segmentor import Segmentor
 from kdbench.models.zoo import PAIRS
 from kdbench.testing.workloads import segmentor as workload_segmentor
@@ -38,7 +38,8 @@ STEPS += [("gkd", "domain-agnostic"), ("gkd", "task"), ("gkd-single-stage", "tra
 def test_train_step(benchmark, data, method_name, stage_name):
     torch.manual_seed(0)
     pair = PAIRS.get("f2l")
-    method = METHODS.get(method_name)(segmentor(pair.teacher).eval(), segmentor(pair.student))
+    context = RunContext(pair.kind, SIZE, 6, torch.device("cpu"))
+    method = METHODS.get(method_name)(segmentor(pair.teacher).eval(), segmentor(pair.student), context)
     stage = next(st for st in method.stages() if st.name == stage_name)
     set_trainable(method, stage)
     cfg = TrainConfig(steps=1, batch_size=BATCH, log_every=10**9)

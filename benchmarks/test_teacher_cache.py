@@ -35,7 +35,7 @@ def test_cached_teacher_step_against_live_teacher_step(benchmark, inputs, method
     ids = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(0))[:BATCH]
     batch = Batch(images=inputs.batch(ids), labels=work.batch.labels, meta={INPUT_IDS: ids})
     table = TeacherCache(None, work.runtime, notify=lambda _: None).table(
-        work.method.teacher, {"model": "synth-vit-b"}, inputs, work.method.teacher_taps)
+        work.method.teacher, {"model": "synth-vit-b"}, inputs, work.method.teacher_taps(work.method.hp))
     live = StepWorkload(work.method, work.stage, batch, work.cfg, work.runtime, method_step(work.method, work.stage))
     cached = StepWorkload(work.method, work.stage, batch, work.cfg, work.runtime,
                           method_step(work.method, work.stage, table))

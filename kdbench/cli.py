@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from kdbench.config import choices_of
 from kdbench.errors import UserError
 
 
@@ -61,7 +62,8 @@ def cli() -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of config overrides.")
 @click.option("--suite", help="Suite name (synth5, smoke) or a suite YAML path. Default: synth5.")
 @click.option("--methods", help="Comma-separated method names, or 'all'. Default: student-only,kd.")
-@click.option("--pairs", help="Comma-separated teacher->student pair names, or 'all' (the suite's pairs).")
+@click.option("--pairs", help="Comma-separated teacher->student pair names, or 'all' (the suite's pairs); a pair may "
+                             "be composed as TEACHER:STUDENT[:KIND] from `kdbench list models`, e.g. dinov3-l:deit-s.")
 @click.option("--benchmarks", help="Comma-separated benchmark names of the suite, or 'all'.")
 @click.option("--seeds", help="Comma-separated integer seeds. Default: 0.")
 @click.option("--preset", help="The suite's schedule preset (synth5: quick, full; dg5: quick, paper). Default: quick.")
@@ -69,10 +71,10 @@ def cli() -> None:
               help="Root folder of the real datasets (suite dg5); sets data.root.")
 @click.option("--out", help="Output root for run directories and the report. Default: runs (the shipped reference runs "
                    "live apart, under results/).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: auto (a GPU if there is one).")
+@click.option("--device", type=click.Choice(choices_of("device")), help="Default: auto (a GPU if there is one).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. train.steps=500 or method.kd.temperature=2. Repeatable.")
-@click.option("--launcher", type=click.Choice(["auto", "inline", "local", "slurm"]),
+@click.option("--launcher", type=click.Choice(choices_of("launcher.kind")),
               help="Where runs execute: auto (default: one worker per GPU, or per core on CPU), inline (this "
                    "process), local (launcher.workers processes), slurm (one job a run).")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
@@ -298,10 +300,19 @@ def list_(what, details) -> None:
             click.echo(f"{name:16s} {len(spec.classes):2d} classes  {spec.title}")
     elif what == "models":
         from kdbench.models.zoo import MODELS
+        from kdbench.suite import load_suite, suite_names
 
+        for suite in suite_names():  # the shipped suites' own models
+            load_suite(suite)
         for name in MODELS.names():
-            spec = MODELS.get(name)
-            click.echo(f"{name:16s} {spec.arch:4s} {spec.pretrain:10s} {spec.description}")
+            try:
+                spec = MODELS.get(name)
+            except UserError as exc:
+                click.echo(f"{name:16s} (failed to load: {exc})")
+                continue
+            weights = ("file|hub" if spec.hub else "file") if spec.pretrain == "file" else spec.pretrain
+            click.echo(f"{name:16s} {spec.arch:4s} {spec.model_role:10s} {weights:10s} {spec.description} "
+                       f"[{spec.origin}]")
     else:
         from kdbench.data.domains import DOMAINS
 

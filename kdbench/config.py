@@ -9,9 +9,13 @@ resolved.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import enum
+import importlib
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,39 +25,142 @@ import yaml
 from kdbench.errors import UserError, did_you_mean
 
 
+class Identity(enum.Enum):
+    """Whether a setting enters a run's identity, the hash in its directory name (``kdbench.launch.run_identity``).
+    Changing a setting that enters makes a new run; adding one renames every finished run unless it is ``LATER``."""
+
+    #: what a run computes: its value enters
+    YES = "yes"
+    #: how a run is carried out or where its inputs lie: never enters
+    NO = "no"
+    #: added after runs were recorded: enters only where it differs from ``later_default``, the value those runs had
+    LATER = "later"
+    #: picks which runs a sweep makes; each run's identity names its own pick (suite, benchmark, pair, method, seed,
+    #: hyper-parameters)
+    RUN = "run"
+
+
+YES, NO, LATER, RUN = Identity.YES, Identity.NO, Identity.LATER, Identity.RUN
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A config field's declaration (``setting``): its identity, its allowed values, whether files it names enter
+    a run's identity by content."""
+
+    identity: Identity
+    #: the allowed values, or ``"module:NAME"`` of the registry whose names they are (imported when checked)
+    choices: tuple[str, ...] | str | None = None
+    later_default: Any = None
+    #: the files it names enter a run's identity by SHA-256 (``files``): a path, the run's own entries of a mapping
+    #: by model (``weights``), or the run's hyper-parameters (``method``)
+    digest: bool = False
+
+    def allowed(self) -> tuple[str, ...] | None:
+        """The allowed values, a registry's names read now; None where any value of the type goes."""
+        if not isinstance(self.choices, str):
+            return self.choices
+        module, name = self.choices.split(":")
+        registry = getattr(importlib.import_module(module), name)
+        return tuple(registry.names() if hasattr(registry, "names") else registry)
+
+
+_SETTING = "kdbench.setting"
+_UNSET: Any = object()
+
+
+def setting(default: Any, *, identity: Identity, choices: tuple[str, ...] | str | None = None,
+            later_default: Any = _UNSET, digest: bool = False) -> Any:
+    """A config dataclass field with its declaration (``Setting``); a list or dict default is copied per config.
+    ``identity=Identity.LATER`` needs ``later_default``, and nothing else takes one."""
+    if (identity is Identity.LATER) != (later_default is not _UNSET):
+        raise TypeError("later_default goes with identity=Identity.LATER, and a LATER setting needs one")
+    declared = Setting(identity, choices, None if later_default is _UNSET else later_default, digest)
+    metadata = {_SETTING: declared}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def is_section(f: dataclasses.Field) -> bool:
+    """Whether a config field is a section of settings (``train``, ``eval``, ...) rather than a setting."""
+    factory = f.default_factory
+    return isinstance(factory, type) and dataclasses.is_dataclass(factory)
+
+
+def declaration(f: dataclasses.Field, where: str) -> Setting:
+    """The declaration of setting ``f`` (at dotted ``where``); a TypeError for a field declared without
+    ``setting(...)``, so a new setting cannot silently change (or stay out of) every run's identity."""
+    declared = f.metadata.get(_SETTING)
+    if not isinstance(declared, Setting):
+        raise TypeError(f"config setting {where} has no declaration: define it with setting(default, "
+                        "identity=Identity.YES | NO | LATER | RUN, choices=...) (docs/architecture.md, 'Adding a "
+                        "config setting')")
+    return declared
+
+
+def iter_settings(node: Any, prefix: str = "") -> Iterator[tuple[str, Setting, Any]]:
+    """Every setting of a config or section ``node``, sections walked: (dotted name, declaration, value)."""
+    for f in dataclasses.fields(node):
+        dotted = f"{prefix}{f.name}"
+        value = getattr(node, f.name)
+        if is_section(f):
+            yield from iter_settings(value, f"{dotted}.")
+        else:
+            yield dotted, declaration(f, dotted), value
+
+
+def declared(dotted: str) -> Setting:
+    """The declaration of the setting at ``dotted`` (``train.schedule``, ``device``)."""
+    node: Any = Config
+    *sections, name = dotted.split(".")
+    for part in sections:
+        node = {f.name: f for f in dataclasses.fields(node)}[part].default_factory
+    return declaration({f.name: f for f in dataclasses.fields(node)}[name], dotted)
+
+
+def choices_of(dotted: str) -> tuple[str, ...]:
+    """The values the setting at ``dotted`` allows (for ``click.Choice`` and checks)."""
+    allowed = declared(dotted).allowed()
+    if allowed is None:
+        raise TypeError(f"config setting {dotted} declares no choices")
+    return allowed
+
+
 @dataclass
 class TrainConfig:
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 1e-3
-    backbone_lr_mult: float = 1.0
-    weight_decay: float = 0.05
-    warmup: float = 0.05
-    schedule: str = "cosine"
-    grad_clip: float = 1.0
-    amp: str = "auto"
-    threads: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 100
-    compile: bool = False
-    channels_last: bool = False
+    steps: int = setting(300, identity=YES)
+    batch_size: int = setting(32, identity=YES)
+    lr: float = setting(1e-3, identity=YES)
+    backbone_lr_mult: float = setting(1.0, identity=YES)
+    weight_decay: float = setting(0.05, identity=YES)
+    warmup: float = setting(0.05, identity=YES)
+    schedule: str = setting("cosine", identity=YES, choices=("cosine", "poly", "constant"))
+    grad_clip: float = setting(1.0, identity=YES)
+    amp: str = setting("auto", identity=YES, choices=("auto", "off", "bf16", "fp16"))
+    threads: int = setting(0, identity=NO)
+    log_every: int = setting(10, identity=NO)
+    checkpoint_every: int = setting(100, identity=NO)
+    #: compile and channels-last change speed, not results (``tests/test_speed_options.py``)
+    compile: bool = setting(False, identity=NO)
+    channels_last: bool = setting(False, identity=NO)
     #: the frozen teacher's outputs on a fixed input set computed once and looked up (``auto``: exactly where a
     #: stage's inputs are a fixed set; ``on``: refuse a sweep where one is not; ``off``: the teacher runs every step)
-    teacher_cache: str = "auto"
+    teacher_cache: str = setting("auto", identity=NO, choices="kdbench.engine.teacher_cache:MODES")
     #: per-stage overrides by stage name: ``steps`` or ``epochs`` (passes over the stage's data), ``batch_size``,
     #: ``lr``, ``schedule``, ``warmup``, ``backbone_lr_mult`` (the paper's stage 1 and stage 2 differ in all of them)
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stages: dict[str, dict[str, Any]] = setting({}, identity=LATER, later_default={})
 
 
 @dataclass
 class EvalConfig:
     #: images per evaluated domain: rendered (synthetic), or the first N of the split (real data; 0 = all)
-    images: int = 128
-    batch_size: int = 64
-    protocol: str = "whole"
+    images: int = setting(128, identity=YES)
+    batch_size: int = setting(64, identity=YES)
+    protocol: str = setting("whole", identity=YES, choices="kdbench.engine.evaluator:PROTOCOLS")
     #: also score every domain's validation split (source-val, target-val: for model selection, never for the
     #: test tables) where the suite has one
-    validate: bool = True
+    validate: bool = setting(True, identity=LATER, later_default=True)
 
 
 @dataclass
@@ -67,27 +174,28 @@ class DataConfig:
     image zip has val images without masks): ``error`` refuses the split, ``skip`` leaves them out with a warning
     (counted per split: ``RealData.images_without_labels``)."""
 
-    image_size: int = 32
-    train_images: int = 1024
-    root: str = ""
-    paths: dict[str, str] = field(default_factory=dict)
-    cache_dir: str = ""
-    proxy_root: str = ""
-    workers: int = 4
-    missing_labels: str = "error"
+    image_size: int = setting(32, identity=YES)
+    train_images: int = setting(1024, identity=YES)
+    #: in the identity as it always was: moving the data re-runs
+    root: str = setting("", identity=YES)
+    paths: dict[str, str] = setting({}, identity=NO)
+    cache_dir: str = setting("", identity=NO)
+    proxy_root: str = setting("", identity=LATER, later_default="")
+    workers: int = setting(4, identity=NO)
+    missing_labels: str = setting("error", identity=LATER, later_default="error", choices=("error", "skip"))
 
 
 @dataclass
 class PretrainConfig:
     """Backbone pretraining of the synthetic model zoo and the teacher's task head, cached by content hash."""
 
-    foundation_steps: int = 600
-    proxy_steps: int = 300
-    head_steps: int = 150
-    batch_size: int = 32
-    lr: float = 1e-3
-    cache_dir: str = ""
-    teacher_weights: str = ""
+    foundation_steps: int = setting(600, identity=YES)
+    proxy_steps: int = setting(300, identity=YES)
+    head_steps: int = setting(150, identity=YES)
+    batch_size: int = setting(32, identity=YES)
+    lr: float = setting(1e-3, identity=YES)
+    cache_dir: str = setting("", identity=NO)
+    teacher_weights: str = setting("", identity=YES, digest=True)
 
 
 @dataclass
@@ -98,15 +206,16 @@ class LauncherConfig:
     SLURM job per run, through submitit).
     ``processes`` (set by ``--nproc``): each run trains on that many DDP processes inside its job, one GPU each."""
 
-    kind: str = "auto"
-    workers: int = 2
-    processes: int = 1
-    partition: str = ""
-    timeout_min: int = 240
-    gpus_per_job: int = 1
-    cpus_per_job: int = 8
-    mem_gb: int = 32
-    array_parallelism: int = 64
+    kind: str = setting("auto", identity=NO, choices=("auto", "inline", "local", "slurm"))
+    workers: int = setting(2, identity=NO)
+    #: DDP at a fixed global batch follows the one-process trajectory (``tests/test_ddp.py``)
+    processes: int = setting(1, identity=NO)
+    partition: str = setting("", identity=NO)
+    timeout_min: int = setting(240, identity=NO)
+    gpus_per_job: int = setting(1, identity=NO)
+    cpus_per_job: int = setting(8, identity=NO)
+    mem_gb: int = setting(32, identity=NO)
+    array_parallelism: int = setting(64, identity=NO)
 
 
 @dataclass
@@ -116,47 +225,46 @@ class SearchConfig:
     the method's ``search_space`` from ``seed`` (prefix-stable: 8 trials after 4 reuse the 4). A key the config
     sets is held at that value in every trial, not tuned. Every trial runs on every seed."""
 
-    trials: int = 1
-    seed: int = 0
+    trials: int = setting(1, identity=RUN)
+    seed: int = setting(0, identity=RUN)
 
 
 @dataclass
 class Config:
-    suite: str = "synth5"
-    preset: str = "quick"
-    methods: list[str] = field(default_factory=lambda: ["student-only", "kd"])
-    pairs: list[str] = field(default_factory=lambda: ["all"])
-    benchmarks: list[str] = field(default_factory=lambda: ["all"])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    out: str = "runs"
-    device: str = "auto"
+    suite: str = setting("synth5", identity=RUN)
+    #: a bundle of other settings' values: those enter as themselves
+    preset: str = setting("quick", identity=NO)
+    methods: list[str] = setting(["student-only", "kd"], identity=RUN)
+    pairs: list[str] = setting(["all"], identity=RUN)
+    benchmarks: list[str] = setting(["all"], identity=RUN)
+    seeds: list[int] = setting([0], identity=RUN)
+    out: str = setting("runs", identity=NO)
+    device: str = setting("auto", identity=NO, choices=("auto", "cpu", "cuda"))
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    method: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: a run's own method's hyper-parameters enter (``Job.hparams``), trial draws included
+    method: dict[str, dict[str, Any]] = setting({}, identity=RUN, digest=True)
     #: the decode head of students and teachers: ``light`` (synthetic suites), ``mask2former`` (the paper's) or
     #: ``mask2former-tiny`` (a CPU-sized Mask2Former for tests)
-    head: str = "light"
+    head: str = setting("light", identity=LATER, later_default="light", choices="kdbench.models.heads:HEADS")
     #: weight files of models that load from a file, by model name (``weights.dinov2-l=/w/dinov2_vitl14_pretrain.pth``)
-    weights: dict[str, str] = field(default_factory=dict)
+    weights: dict[str, str] = setting({}, identity=NO, digest=True)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-CHOICES = {
-    "train.schedule": ("cosine", "poly", "constant"),
-    "train.amp": ("auto", "off", "bf16", "fp16"),
-    "device": ("auto", "cpu", "cuda"),
-    "head": ("light", "mask2former", "mask2former-tiny"),
-    "launcher.kind": ("auto", "inline", "local", "slurm"),
-    "train.teacher_cache": ("auto", "on", "off"),
-    "data.missing_labels": ("error", "skip"),
-}
+def check_declarations() -> None:
+    """A TypeError for any setting defined without ``setting(...)``; run on import, so such a field fails at once."""
+    for _ in iter_settings(Config()):
+        pass
 
+
+check_declarations()
 
 def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
     """A YAML mapping from ``path``, or a UserError naming the file and the problem."""
@@ -310,12 +418,10 @@ def coerce_scalar(value: Any, expected: type, where: str) -> Any:
 
 def validate(config: Config) -> None:
     """Checks that need the whole config: choices and positive sizes."""
-    for dotted, allowed in CHOICES.items():
-        node: Any = config
-        for part in dotted.split("."):
-            node = getattr(node, part)
-        if node not in allowed:
-            raise UserError(f"{dotted} must be one of {', '.join(allowed)}, got {node!r}")
+    for dotted, declared_as, value in iter_settings(config):
+        allowed = declared_as.allowed()
+        if allowed is not None and value not in allowed:
+            raise UserError(f"{dotted} must be one of {', '.join(allowed)}, got {value!r}")
     positive = {"train.steps": config.train.steps, "train.batch_size": config.train.batch_size,
                 "eval.batch_size": config.eval.batch_size, "data.image_size": config.data.image_size,
                 "launcher.workers": config.launcher.workers, "launcher.timeout_min": config.launcher.timeout_min,
@@ -331,8 +437,8 @@ def validate(config: Config) -> None:
         for key in ("steps", "epochs", "batch_size", "lr"):
             if key in settings and settings[key] <= 0:
                 raise UserError(f"train.stages.{stage}.{key} must be positive, got {settings[key]}")
-        if settings.get("schedule", "cosine") not in CHOICES["train.schedule"]:
-            raise UserError(f"train.stages.{stage}.schedule must be one of {', '.join(CHOICES['train.schedule'])}")
+        if settings.get("schedule", "cosine") not in choices_of("train.schedule"):
+            raise UserError(f"train.stages.{stage}.schedule must be one of {', '.join(choices_of('train.schedule'))}")
         if "steps" in settings and "epochs" in settings:
             raise UserError(f"train.stages.{stage} sets both steps and epochs; give one")
     if 0 < config.data.train_images < config.train.batch_size:

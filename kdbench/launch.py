@@ -9,6 +9,7 @@ its cached head).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import resource
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from kdbench.config import Config
+from kdbench.config import LATER, YES, Config, declaration, is_section, iter_settings
 from kdbench.data.domains import get_domain
 from kdbench.data.loaders import FixedInputs, StageData
 from kdbench.data.real.holdout import RULE as HOLDOUT_RULE
@@ -36,13 +37,13 @@ from kdbench.engine.runtime import Runtime, apply_speed_options, seed_everything
 from kdbench.engine.teacher_cache import StageTables, TeacherCache, TeacherTable, cached_stages
 from kdbench.engine.trainer import TrainingError, stage_config, train_method
 from kdbench.errors import UserError
-from kdbench.method import METHODS, Method
+from kdbench.method import METHODS, Method, RunContext
 from kdbench.models.checkpoints import atomic_save, file_digest, state_digest
 from kdbench.models.heads import make_head
 from kdbench.models.pretrain import cache_dir, pretrained_backbone, teacher_segmentor
 from kdbench.models.segmentor import Segmentor
-from kdbench.models.zoo import MODELS, PAIRS, Pair
-from kdbench.resolve import TEACHER
+from kdbench.models.zoo import MODELS, Pair, get_pair
+from kdbench.record import SCHEMA_VERSION, TEACHER, Record, reference_of
 from kdbench.results import RunDir, git_commit, versions
 from kdbench.search import draw_trials
 from kdbench.suite import Benchmark, Suite
@@ -70,7 +71,7 @@ def expand(cfg: Config, suite: Suite, benchmarks: list[str], pairs: list[str], m
     jobs = []
     for b in benchmarks:
         for p in pairs:
-            bench, pair = suite.benchmarks[b], PAIRS.get(p)
+            bench, pair = suite.benchmarks[b], get_pair(p)
             jobs.append(Job(bench, pair, TEACHER, 0))
             for m in methods:
                 for trial, hp in enumerate(trial_settings(cfg, f"{suite.name}/{b}/{p}/{m}", m)):
@@ -99,37 +100,53 @@ def trial_settings(cfg: Config, scope: str, method: str) -> list[dict[str, Any]]
     return settings
 
 
-#: settings that say how a run is carried out or where its inputs lie, never what it computes
-NOT_IDENTITY = {"train": ("threads", "log_every", "checkpoint_every", "compile", "channels_last", "teacher_cache"),
-                "data": ("paths", "cache_dir", "workers")}
-#: settings added after runs were recorded: part of a run's identity only when they differ from their default, so
-#: adding them renamed no finished run
-LATER_SETTINGS = {"train": {"stages": {}}, "data": {"proxy_root": "", "missing_labels": "error"},
-                  "eval": {"validate": True}}
+def _entering(node: Any, prefix: str = "") -> dict[str, Any]:
+    """The settings of the config or section ``node`` (not its sections) that enter a run's identity, as each
+    declares (``kdbench.config.setting``): every ``YES`` one, and a ``LATER`` one where it differs from the value
+    runs had before it existed."""
+    entering = {}
+    for f in dataclasses.fields(node):
+        if is_section(f):
+            continue
+        declared, value = declaration(f, prefix + f.name), getattr(node, f.name)
+        if declared.identity is YES or declared.identity is LATER and value != declared.later_default:
+            entering[f.name] = value
+    return entering
 
 
-def _section(name: str, values: dict[str, Any]) -> dict[str, Any]:
-    later = LATER_SETTINGS.get(name, {})
-    return {k: v for k, v in values.items()
-            if k not in NOT_IDENTITY.get(name, ()) and not (k in later and v == later[k])}
+def _digested(job: Job, cfg: Config) -> dict[str, Any]:
+    """The values of the settings declared ``digest=True`` that this run reads, by dotted key: its own
+    hyper-parameters for ``method``, its teacher's and student's entries of a mapping by model (``weights``), a
+    plain path as it is (``pretrain.teacher_weights``)."""
+    named: dict[str, Any] = {}
+    for dotted, declared, value in iter_settings(cfg):
+        if not declared.digest:
+            continue
+        if dotted == "method":
+            named.update({f"method.{k}": v for k, v in job.hparams.items()})
+        elif isinstance(value, dict):
+            named.update({f"{dotted}.{m}": value.get(m, "") for m in (job.pair.teacher, job.pair.student)})
+        else:
+            named[dotted] = value
+    return named
 
 
 def run_identity(job: Job, cfg: Config, suite: Suite) -> dict[str, Any]:
-    """Everything that determines a run's result (and nothing else: not the output folder, not the device)."""
+    """Everything that determines a run's result (and nothing else: not the output folder, not the device): the
+    run itself, then every setting as the config declares it (``kdbench.config.Identity``), section by section; a
+    section enters where any of its settings does, and ``train`` not for the teacher row, which trains nothing."""
     identity = {"suite": suite.name, "benchmark": job.benchmark.name, "source": job.benchmark.source,
                 "targets": list(job.benchmark.targets), "pair": job.pair.name, "teacher": job.pair.teacher,
-                "student": job.pair.student, "method": job.method, "seed": job.seed, "hparams": job.hparams,
-                "data": _section("data", vars(cfg.data)), "eval": _section("eval", vars(cfg.eval)), "pretrain": {
-                    k: v for k, v in vars(cfg.pretrain).items() if k != "cache_dir"}}
+                "student": job.pair.student, "method": job.method, "seed": job.seed, "hparams": job.hparams}
+    for f in dataclasses.fields(cfg):
+        if is_section(f) and not (f.name == "train" and job.method == TEACHER):
+            section = _entering(getattr(cfg, f.name), f"{f.name}.")
+            if section:
+                identity[f.name] = section
+    identity.update(_entering(cfg))
     if any(is_real(d) for d in job.benchmark.domains):  # what real runs train and select on
         identity["data"]["holdout"] = HOLDOUT_RULE
-    if job.method != TEACHER:
-        identity["train"] = _section("train", vars(cfg.train))
-    if cfg.head != "light":
-        identity["head"] = cfg.head
-    files = _file_digests({**{f"method.{k}": v for k, v in job.hparams.items()},
-                           "pretrain.teacher_weights": cfg.pretrain.teacher_weights,
-                           **{f"weights.{m}": cfg.weights.get(m, "") for m in (job.pair.teacher, job.pair.student)}})
+    files = _file_digests(_digested(job, cfg))
     if files:
         identity["files"] = files
     return identity
@@ -229,7 +246,7 @@ class Workspace:
     def teacher_tables(self, method: Method, pair: Pair, source: str, data) -> StageTables:
         """For each stage of ``method``: its cached teacher outputs where ``train.teacher_cache`` caches them."""
         return StageTables(cached_stages(method, data, self.cfg.train.teacher_cache),
-                           lambda inputs: self.teacher_table(pair, source, inputs, method.teacher_taps))
+                           lambda inputs: self.teacher_table(pair, source, inputs, method.teacher_taps(method.hp)))
 
     def student(self, pair: Pair, num_classes: int, seed: int) -> Segmentor:
         """A fresh student: a copy of the pretrained backbone (loaded once per sweep) and a seeded new head."""
@@ -243,11 +260,13 @@ class Workspace:
                          ).to(self.runtime.device)
 
 
-def build_method(job: Job, teacher: Segmentor, student: Segmentor, device: torch.device) -> Method:
-    """The job's method around ``teacher`` and ``student``, told its pair kind."""
-    method: Method = METHODS.get(job.method)(teacher, student, **job.hparams).to(device)
-    method.pair_kind = job.pair.kind
-    return method
+def build_method(job: Job, teacher: Segmentor, student: Segmentor, ws: Workspace) -> Method:
+    """The job's method around ``teacher`` and ``student``, built with its run context (the pair's kind,
+    ``data.image_size``, the source domain's classes, the workspace's device) and moved to that device."""
+    context = RunContext(pair_kind=job.pair.kind, image_size=ws.cfg.data.image_size,
+                         num_classes=len(domain_classes(job.benchmark.source)), device=ws.runtime.device)
+    method: Method = METHODS.get(job.method)(teacher, student, context, **job.hparams)
+    return method.to(context.device)
 
 
 def fill_teacher_cache(job: Job, ws: Workspace) -> None:
@@ -255,8 +274,7 @@ def fill_teacher_cache(job: Job, ws: Workspace) -> None:
     started afterwards only read them."""
     source = job.benchmark.source
     teacher = ws.teacher(job.pair, source)
-    method = build_method(job, teacher, ws.student(job.pair, len(domain_classes(source)), job.seed),
-                          ws.runtime.device)
+    method = build_method(job, teacher, ws.student(job.pair, len(domain_classes(source)), job.seed), ws)
     tables = ws.teacher_tables(method, job.pair, source, ws.stage_data(source))
     for stage in method.stages():
         tables(stage)
@@ -281,7 +299,7 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
         with main_process_first():
             student = ws.student(job.pair, len(domain_classes(bench.source)), job.seed)
         prepare = time.perf_counter() - start  # shared, cached work (pretraining), not the method's cost
-        method = build_method(job, teacher, student, ws.runtime.device)
+        method = build_method(job, teacher, student, ws)
         apply_speed_options(method, cfg.train)
         data = ws.stage_data(bench.source)
 
@@ -317,7 +335,8 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
     common = {
         "suite": ws.suite.name, "benchmark": bench.name, "pair": job.pair.name, "pair_kind": job.pair.kind,
         "teacher": job.pair.teacher, "student": job.pair.student if job.method != TEACHER else job.pair.teacher,
-        "method": job.method, "hparams": job.hparams, "trial": job.trial, "seed": job.seed,
+        "method": job.method, "reference": reference_of(job.method), "schema": SCHEMA_VERSION,
+        "hparams": job.hparams, "trial": job.trial, "seed": job.seed,
         "protocol": ws.protocol.name,
         "protocol_caption": ws.protocol.caption(), "checkpoint": "last", **info,
         "student_params": sum(p.numel() for p in model.parameters()),
@@ -338,11 +357,13 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
 
 def score_record(common: dict[str, Any], bench: Benchmark, domain: str, split: str, score: DomainScore
                  ) -> dict[str, Any]:
-    """One record: a run's ``common`` fields and its score on one (domain, split)."""
-    return {**common, "domain": domain, "role": "source" if domain == bench.source else "target", "split": split,
-            "miou": round(score.miou, 3),
-            "per_class_iou": dict(zip(domain_classes(domain), score.per_class_iou, strict=True)),
-            "images": score.images}
+    """One record (:class:`kdbench.record.Record`, as written): a run's ``common`` fields, or a record of it of
+    any schema, with its score on one (domain, split)."""
+    return Record.from_json({
+        **common, "domain": domain, "role": "source" if domain == bench.source else "target", "split": split,
+        "miou": round(score.miou, 3), "per_class_iou": dict(zip(domain_classes(domain), score.per_class_iou,
+                                                                strict=True)),
+        "images": score.images}).to_json()
 
 
 def add_val_records(job: Job, ws: Workspace, rd: RunDir) -> int:
@@ -359,8 +380,7 @@ def add_val_records(job: Job, ws: Workspace, rd: RunDir) -> int:
     teacher = ws.teacher(job.pair, bench.source)
     model = teacher
     if job.method != TEACHER:
-        method = build_method(job, teacher, ws.student(job.pair, len(domain_classes(bench.source)), job.seed),
-                              ws.runtime.device)
+        method = build_method(job, teacher, ws.student(job.pair, len(domain_classes(bench.source)), job.seed), ws)
         final = rd.path / f"stage-{method.stages()[-1].name}.pt"
         if not final.is_file():
             return 0

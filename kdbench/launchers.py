@@ -21,6 +21,7 @@ from kdbench.config import Config
 from kdbench.engine.trainer import TrainingError
 from kdbench.errors import UserError
 from kdbench.launch import Job, Workspace, fill_teacher_cache, run_dir, run_sweep
+from kdbench.record import TEACHER
 from kdbench.suite import Suite
 
 Echo = Callable[[str], None]
@@ -203,10 +204,10 @@ def prepare_caches(jobs: list[Job], cfg: Config, suite: Suite, echo: Echo) -> No
     cores = len(os.sched_getaffinity(0))  # no worker runs yet, so every core, whatever train.threads gives each
     ws = Workspace(cfg, suite, resolve_runtime(cfg.device, cfg.train.amp, cores), echo)
     teachers = {(job.pair.name, job.benchmark.source): job for job in jobs}
-    students = {job.pair.name: job for job in jobs if job.method != "teacher"}
+    students = {job.pair.name: job for job in jobs if job.method != TEACHER}
     methods = {(job.pair.name, job.benchmark.source, job.method, json.dumps(job.hparams, sort_keys=True,
                                                                             default=str)): job
-               for job in jobs if job.method != "teacher"} if cfg.train.teacher_cache != "off" else {}
+               for job in jobs if job.method != TEACHER} if cfg.train.teacher_cache != "off" else {}
     steps = [*((job, lambda job=job: ws.teacher(job.pair, job.benchmark.source)) for job in teachers.values()),
              *((job, lambda job=job: ws.student(job.pair, 1, job.seed)) for job in students.values()),
              *((job, lambda job=job: fill_teacher_cache(job, ws)) for job in methods.values())]

@@ -5,6 +5,9 @@ and any extra modules it needs (adapters, projection heads), declares its traini
 taps, and turns one batch's student and teacher outputs into named loss terms. The trainer owns everything else:
 data, optimiser, schedule, AMP, the teacher's forward pass under ``torch.inference_mode()``, logging, checkpoints.
 
+A method is built with its :class:`RunContext` (pair kind, image size, classes, device), derived from the job by
+whoever builds it, so everything it decides (its stages, its modules) is a function of what it was built with.
+
 Register a method with an entry point in the ``kdbench.methods`` group (built-ins do exactly that), or with the
 ``register_method`` decorator for code that runs in-process.
 """
@@ -33,6 +36,35 @@ DATA_KINDS = {
     "proxy": "unlabelled images of the proxy distribution (the stand-in for ImageNet)",
 }
 TRAINABLE_PARTS = {"backbone", "head", "extra"}
+#: GKD's two settings: a foundation teacher distilled into a foundation-pretrained student (F2F) or into a locally
+#: (ImageNet-) pretrained one (F2L)
+PAIR_KINDS = ("F2F", "F2L")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a method knows of its run when it is built, derived from the job (``kdbench.launch.build_method``).
+
+    ``pair_kind``: one of :data:`PAIR_KINDS` (GKD runs its proxy-image stage for F2L pairs only). ``image_size``:
+    the training crop side, ``data.image_size``. ``num_classes``: the source domain's label-space size (the decode
+    heads' output width). ``device``: where the run trains (the method is built on the CPU and moved there).
+
+    Not part of a run's identity: every field follows from the job's benchmark, pair and config, which are.
+    """
+
+    pair_kind: str
+    image_size: int
+    num_classes: int
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        if self.pair_kind not in PAIR_KINDS:
+            raise ValueError(f"run context: pair_kind must be one of {', '.join(PAIR_KINDS)}, not {self.pair_kind!r}")
+        for name in ("image_size", "num_classes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"run context: {name} must be a positive int, not {value!r}")
+        object.__setattr__(self, "device", torch.device(self.device))
 
 
 @dataclass(frozen=True)
@@ -78,26 +110,32 @@ class Method(nn.Module):
     """Base class of every distillation method.
 
     Subclasses set ``defaults`` (every hyper-parameter with its default; overridable from YAML and
-    ``--set method.<name>.<key>=<value>``), ``teacher_taps`` (outputs the teacher must compute; empty means the
-    teacher never runs), ``student_kinds`` and ``teacher_kinds`` (backbone kinds the method supports, checked before
-    a sweep starts) and implement :meth:`loss`. ``search_space`` maps the hyper-parameters worth tuning to
+    ``--set method.<name>.<key>=<value>``), ``student_kinds`` and ``teacher_kinds`` (backbone kinds the method
+    supports, checked before a sweep starts), override :meth:`teacher_taps` (outputs the teacher must compute) and
+    implement :meth:`loss`. ``search_space`` maps the hyper-parameters worth tuning to
     distributions from :mod:`kdbench.search` (empty: the method is run at its defaults only).
-    Multi-stage methods override :meth:`stages`. An ablation names the method it ablates in ``ablation_of``, so the
+    Multi-stage methods override :meth:`stages`. A method is built with its run's :class:`RunContext`
+    (``self.context``, a required argument), and what it decides from the run it reads there (GKD: its stages
+    from the pair kind). An ablation names the method it ablates in ``ablation_of``, so the
     report never counts it as that method's competitor ("best baseline").
     """
 
     registered_name: ClassVar[str] = ""
     defaults: ClassVar[Mapping[str, Any]] = {}
     search_space: ClassVar[Mapping[str, Distribution]] = {}
-    teacher_taps: ClassVar[frozenset[str]] = frozenset()
     student_kinds: ClassVar[frozenset[str]] = frozenset({"vit", "cnn"})
     teacher_kinds: ClassVar[frozenset[str]] = frozenset({"vit", "cnn"})
     ablation_of: ClassVar[str | None] = None
-    #: "F2F" or "F2L", set by the launcher before training (for schedules that differ by pair kind); "" if unknown
-    pair_kind: str = ""
+    #: a reference row's role (``kdbench.record.REFERENCE_ROLES``: "baseline" for the no-distillation baseline the
+    #: Δ columns measure against, "reference" for a row shown but never ranked); "" for a compared method
+    reference: ClassVar[str] = ""
 
-    def __init__(self, teacher: Segmentor, student: Segmentor, **hparams: Any):
+    def __init__(self, teacher: Segmentor, student: Segmentor, context: RunContext, **hparams: Any):
         super().__init__()
+        if not isinstance(context, RunContext):
+            raise TypeError(f"method {self.registered_name or type(self).__name__!r}: context must be a RunContext, "
+                            f"not {type(context).__name__}")
+        self.context = context
         self.student = student
         # The teacher is deliberately not a submodule: it never appears in parameters() or state_dict().
         object.__setattr__(self, "teacher", teacher)
@@ -106,6 +144,23 @@ class Method(nn.Module):
             problem = self.kind_problem(role, getattr(model.backbone, "kind", "?"))
             if problem:
                 raise UserError(problem)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        taps = cls.__dict__.get("teacher_taps")
+        if taps is not None and not isinstance(taps, classmethod):
+            raise TypeError(f"{cls.__qualname__}.teacher_taps must be a classmethod teacher_taps(cls, hp) returning "
+                            f"the teacher's outputs as a frozenset, not a {type(taps).__name__}")
+
+    @classmethod
+    def teacher_taps(cls, hp: Mapping[str, Any]) -> frozenset[str]:
+        """The outputs (from :data:`TAPS`) the teacher must compute under the resolved hyper-parameters ``hp``; empty
+        (the default) means the teacher never runs. Call it on an instance as ``method.teacher_taps(method.hp)``.
+
+        A classmethod of the hyper-parameters alone, not of a built method: the pre-flight check asks it of every
+        selected method before any model exists (a method tapping the teacher cannot cache it on augmented real
+        crops), and what a teacher must compute cannot depend on weights. CWD taps logits or features by ``on``."""
+        return frozenset()
 
     @classmethod
     def description(cls) -> str:
@@ -148,7 +203,7 @@ class Method(nn.Module):
 
     def stages(self) -> list[Stage]:
         """Default: one stage on labelled source data, everything trainable, teacher running if tapped."""
-        return [Stage("train", uses_teacher=bool(self.teacher_taps))]
+        return [Stage("train", uses_teacher=bool(self.teacher_taps(self.hp)))]
 
     def loss(self, stage: Stage, batch: Batch, student_out: SegOutput, teacher_out: SegOutput | None
              ) -> dict[str, torch.Tensor]:

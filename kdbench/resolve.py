@@ -9,12 +9,11 @@ from typing import Any
 
 from kdbench.config import Config, apply_set, merge, read_yaml, validate
 from kdbench.errors import UserError
-from kdbench.method import METHODS
-from kdbench.models.zoo import PAIRS
+from kdbench.method import METHODS, RunContext
+from kdbench.models.zoo import PAIRS, ModelSpec, resolve_pairs
+from kdbench.record import TEACHER
 from kdbench.registry import Registry
 from kdbench.suite import Suite, load_suite, suites_by_pair
-
-TEACHER = "teacher"
 
 
 def resolve_config(config_file: str | None = None, options: dict[str, Any] | None = None,
@@ -22,6 +21,7 @@ def resolve_config(config_file: str | None = None, options: dict[str, Any] | Non
     """Defaults < suite defaults < suite preset < ``config_file`` < ``options`` (CLI flags) < ``sets``."""
     options = {k: v for k, v in (options or {}).items() if v is not None}
     user = read_yaml(config_file) if config_file else {}
+    declared = user.pop("models", None) if isinstance(user, dict) else None
     probe = Config()
     merge(probe, {k: v for k, v in user.items() if k in ("suite", "preset")}, str(config_file))
     merge(probe, {k: v for k, v in options.items() if k in ("suite", "preset")}, "option")
@@ -29,6 +29,12 @@ def resolve_config(config_file: str | None = None, options: dict[str, Any] | Non
         if assignment.split("=", 1)[0].strip() in ("suite", "preset"):
             apply_set(probe, assignment)
     suite = load_suite(probe.suite)
+    if declared is not None:  # a --config file's models travel with the suite to every worker
+        from dataclasses import replace
+
+        from kdbench.models.declare import declare_models
+
+        suite = replace(suite, models=suite.models + declare_models(declared, f"config {config_file}"))
     if probe.preset not in suite.presets:
         raise UserError(f"suite {suite.name!r} has no preset {probe.preset!r}; presets: {', '.join(suite.presets)}")
 
@@ -52,7 +58,7 @@ def selections(cfg: Config, suite: Suite) -> tuple[list[str], list[str], list[st
             raise UserError(f"{option} names nothing; give at least one name or 'all'")
     benchmarks = Registry("benchmark").resolve(cfg.benchmarks, list(suite.benchmarks))
     pair_names = list(suite.pairs) if cfg.pairs == ["all"] else cfg.pairs
-    pairs = PAIRS.resolve(pair_names)
+    pairs = resolve_pairs(pair_names)  # teacher:student pairs composed and registered
     foreign = [name for name in pairs if name not in suite.pairs]
     listed = suites_by_pair() if foreign else {}
     for name in foreign:
@@ -93,13 +99,17 @@ def check_search_spaces(methods: list[str]) -> None:
 
 
 def check_teacher_weights(cfg: Config, pairs: list[str]) -> None:
-    """Before any work: every selected real model has its ``weights.<model>`` file, and a
-    ``pretrain.teacher_weights`` file loads into every selected pair's (synthetic) teacher."""
+    """Before any work: every selected real model has its ``weights.<model>`` file (a timm-built one: or its
+    offline Hugging Face cache entry, its keys checked), and a ``pretrain.teacher_weights`` file loads into every
+    selected pair's (synthetic) teacher."""
     from kdbench.models.checkpoints import load_weights
     from kdbench.models.zoo import MODELS
 
     for model in dict.fromkeys(m for p in pairs for m in (PAIRS.get(p).teacher, PAIRS.get(p).student)):
         if MODELS.get(model).pretrain != "file":
+            continue
+        if MODELS.get(model).backend == "timm":
+            cfg.weights[model] = str(_timm_weights(MODELS.get(model), cfg))
             continue
         path = cfg.weights.get(model, "")
         if not path:
@@ -114,6 +124,18 @@ def check_teacher_weights(cfg: Config, pairs: list[str]) -> None:
         return
     for teacher in dict.fromkeys(PAIRS.get(p).teacher for p in pairs):
         load_weights(MODELS.get(teacher).build_backbone(cfg.data.image_size), cfg.pretrain.teacher_weights)
+
+
+def _timm_weights(spec: ModelSpec, cfg: Config) -> Path:
+    """A timm-built model's weight file (``weights.<model>``, its declared file, or its offline Hugging Face cache
+    entry), its keys fitted to the model on the meta device: a file of another family fails here, naming keys.
+    The file found is what the runs read and what their identity digests (set as ``weights.<model>``)."""
+    from kdbench.models.hub import weights_path
+    from kdbench.models.timm_weights import check_timm_weights
+
+    path = weights_path(spec, cfg.weights)
+    check_timm_weights(spec, path, cfg.data.image_size)
+    return path
 
 
 def check_data_root(cfg: Config, suite: Suite, benchmarks: list[str]) -> None:
@@ -152,10 +174,13 @@ class _FixedKinds:
 def check_teacher_cache(cfg: Config, suite: Suite, benchmarks: list[str], pairs: list[str], methods: list[str]
                         ) -> None:
     """``train.teacher_cache=on`` holds only where every teacher-using stage of every selected run reads a fixed
-    input set; the first stage that does not is named, before any work."""
+    input set; the first stage that does not is named, before any work. A method's taps are asked of its class
+    (``Method.teacher_taps(hp)``); its stages of a method built with random weights and each run's context."""
     if cfg.train.teacher_cache != "on":
         return
-    from kdbench.data.sources import is_real
+    import torch
+
+    from kdbench.data.sources import domain_classes, is_real
     from kdbench.engine.teacher_cache import cached_stages
     from kdbench.models.heads import make_head
     from kdbench.models.segmentor import Segmentor
@@ -164,24 +189,28 @@ def check_teacher_cache(cfg: Config, suite: Suite, benchmarks: list[str], pairs:
     sources = {suite.benchmarks[b].source for b in benchmarks}
     for pair_name in pairs:
         pair = PAIRS.get(pair_name)
-        models = {}
+        models: dict[int, dict[str, Segmentor]] = {}  # per class count
         for method in methods:
             cls = METHODS.get(method)
+            hp = cls.resolve_hparams(cfg.method.get(method, {}))
+            taps = cls.teacher_taps(hp)
             for source in sorted(sources):
-                if is_real(source) and cls.teacher_taps:
+                if is_real(source) and taps:
                     raise UserError(f"train.teacher_cache=on: {source} is a real dataset whose training crops are "
                                     f"augmented at every draw, so method {method!r}'s teacher outputs cannot be "
                                     f"cached; use train.teacher_cache=auto (caches exactly where inputs are a fixed "
                                     f"set) or off")
-            if any(is_real(s) for s in sources) or not cls.teacher_taps:
+            if any(is_real(s) for s in sources) or not taps:
                 continue
-            if not models:  # random weights: only the method's stages are asked for
-                for role, name in (("teacher", pair.teacher), ("student", pair.student)):
-                    backbone = MODELS.get(name).build_backbone(cfg.data.image_size)
-                    models[role] = Segmentor(backbone, make_head(cfg.head, backbone, 2))
-            built = cls(models["teacher"], models["student"], **cls.resolve_hparams(cfg.method.get(method, {})))
-            built.pair_kind = pair.kind
-            try:
-                cached_stages(built, _FixedKinds(real=False), "on")
-            except UserError as exc:
-                raise UserError(f"{exc} (pair {pair_name})") from None
+            for classes in sorted({len(domain_classes(s)) for s in sources}):
+                if classes not in models:  # random weights on the CPU: only the method's stages are asked for
+                    models[classes] = {}
+                    for role, name in (("teacher", pair.teacher), ("student", pair.student)):
+                        backbone = MODELS.get(name).build_backbone(cfg.data.image_size)
+                        models[classes][role] = Segmentor(backbone, make_head(cfg.head, backbone, classes))
+                context = RunContext(pair.kind, cfg.data.image_size, classes, torch.device("cpu"))
+                built = cls(models[classes]["teacher"], models[classes]["student"], context, **hp)
+                try:
+                    cached_stages(built, _FixedKinds(real=False), "on")
+                except UserError as exc:
+                    raise UserError(f"{exc} (pair {pair_name})") from None

@@ -113,11 +113,14 @@ class RunDir:
 
 
 def load_records(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """All records of finished runs under ``root`` (each with its ``run_path``), and the failed runs (path and
-    reason).
+    """All records of finished runs under ``root``, each brought to the current schema
+    (:meth:`kdbench.record.Record.from_json`) and given its ``run_path``, and the failed runs (path and reason).
 
-    Unreadable record lines are skipped with a warning naming the file and line.
+    Unreadable record lines, and records that are not a valid record of any schema, are skipped with a warning
+    naming the file and line.
     """
+    from kdbench.record import Record
+
     records, failures = [], []
     for marker in sorted(Path(root).rglob(DONE)):
         path = marker.parent / RECORDS
@@ -128,11 +131,16 @@ def load_records(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
+                raw = json.loads(line)
+                if not isinstance(raw, dict):
                     raise ValueError("not an object")
             except ValueError:
                 warnings.warn(f"{path}:{number}: unreadable record line skipped", stacklevel=2)
+                continue
+            try:
+                record = Record.from_json(raw).to_json()
+            except (TypeError, ValueError) as exc:
+                warnings.warn(f"{path}:{number}: not a kdbench record ({exc}); skipped", stacklevel=2)
                 continue
             record["run_path"] = str(marker.parent)
             records.append(record)

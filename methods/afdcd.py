@@ -10,7 +10,7 @@ from torch import nn
 
 from kdbench.distill import resize_to
 from kdbench.errors import UserError
-from kdbench.method import Batch, Method, Stage
+from kdbench.method import Batch, Method, RunContext, Stage
 from kdbench.models.segmentor import Segmentor, SegOutput
 from kdbench.search import LogUniform
 
@@ -263,8 +263,11 @@ class AfDCD(Method):
                 "projector": "plain", "groups": 16, "window": 4, "pool": 4}
     search_space = {"lambda_fd": LogUniform(1e-6, 1e-4), "lambda_ctr": LogUniform(3e-4, 1e-2),
                     "tau": LogUniform(0.035, 0.14)}
-    teacher_taps = frozenset({"features"})
     student_kinds = frozenset({"vit", "cnn"})
+
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({"features"})
 
     @classmethod
     def check_hparams(cls, hp) -> None:
@@ -282,8 +285,8 @@ class AfDCD(Method):
             if hp[key] < 1:
                 raise UserError(f"method.{name}.{key} must be at least 1, not {hp[key]}")
 
-    def __init__(self, teacher: Segmentor, student: Segmentor, **hparams: object):
-        super().__init__(teacher, student, **hparams)
+    def __init__(self, teacher: Segmentor, student: Segmentor, context: RunContext, **hparams: object):
+        super().__init__(teacher, student, context, **hparams)
         hp = self.hp
         s_ch = student.backbone.level_channels[-1]
         t_ch = teacher.backbone.level_channels[-1]

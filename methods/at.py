@@ -73,7 +73,10 @@ class AttentionTransfer(Method):
 
     defaults = {"weight": 10000.0, "p": 2.0, "level": -1}
     search_space = {"weight": LogUniform(300.0, 30000.0)}
-    teacher_taps = frozenset({"features"})
+
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({"features"})
 
     @classmethod
     def check_hparams(cls, hp) -> None:
@@ -83,8 +86,8 @@ class AttentionTransfer(Method):
         if not hp["p"] > 0:
             raise UserError(f"method.{name}.p must be positive (the attention map's power |F|^p), not {hp['p']}")
 
-    def __init__(self, teacher, student, **hparams):
-        super().__init__(teacher, student, **hparams)
+    def __init__(self, teacher, student, context, **hparams):
+        super().__init__(teacher, student, context, **hparams)
         setting = f"method.{self.registered_name}.level"
         level_channels(student.backbone, self.hp["level"], setting)
         level_channels(teacher.backbone, self.hp["level"], setting)

@@ -139,7 +139,10 @@ class CrossImageRelationalKD(Method):
     defaults = {"pixel_weight": 1.0, "region_weight": 0.1, "tau": 0.1, "pool": False, "level": -1}
     search_space = {"pixel_weight": LogUniform(0.3, 3.0), "region_weight": LogUniform(0.03, 0.3),
                     "tau": LogUniform(0.03, 0.3)}
-    teacher_taps = frozenset({"features"})
+
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({"features"})
 
     @classmethod
     def check_hparams(cls, hp) -> None:
@@ -150,8 +153,8 @@ class CrossImageRelationalKD(Method):
         if hp["tau"] <= 0:
             raise UserError(f"method.{name}.tau must be > 0, not {hp['tau']}")
 
-    def __init__(self, teacher, student, **hparams):
-        super().__init__(teacher, student, **hparams)
+    def __init__(self, teacher, student, context, **hparams):
+        super().__init__(teacher, student, context, **hparams)
         setting = f"method.{self.registered_name or 'cirkd'}.level"
         s_ch = level_channels(student.backbone, self.hp["level"], setting)
         t_ch = level_channels(teacher.backbone, self.hp["level"], setting)

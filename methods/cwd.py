@@ -55,8 +55,12 @@ class ChannelWiseDistillation(Method):
         if hp["on"] not in ("logits", "features"):
             raise UserError(f"method.{cls.registered_name}.on must be 'logits' or 'features', not {hp['on']!r}")
 
-    def __init__(self, teacher, student, **hparams):
-        super().__init__(teacher, student, **hparams)
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({hp["on"]})
+
+    def __init__(self, teacher, student, context, **hparams):
+        super().__init__(teacher, student, context, **hparams)
         on = self.hp["on"]
         self.adapter = None
         if on == "features":
@@ -65,10 +69,6 @@ class ChannelWiseDistillation(Method):
             t_ch = level_channels(teacher.backbone, self.hp["level"], setting)
             # no bias: a per-channel constant cancels in the spatial softmax, so a bias could never learn
             self.adapter = nn.Conv2d(s_ch, t_ch, 1, bias=False) if s_ch != t_ch else nn.Identity()
-
-    @property
-    def teacher_taps(self) -> frozenset[str]:  # type: ignore[override]
-        return frozenset({self.hp["on"]})
 
     def cwd_term(self, student_out: SegOutput, teacher_out: SegOutput) -> torch.Tensor:
         if self.hp["on"] == "logits":

@@ -26,9 +26,9 @@ class ChannelWiseWithLogitKD(ChannelWiseDistillation):
     defaults = {**ChannelWiseDistillation.defaults, "kd_weight": 1.0, "kd_temperature": 1.0}
     search_space = {**ChannelWiseDistillation.search_space, "kd_weight": LogUniform(0.3, 3.0)}
 
-    @property
-    def teacher_taps(self) -> frozenset[str]:  # type: ignore[override]
-        return frozenset({self.hp["on"], "logits"})
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({hp["on"], "logits"})
 
     def loss(self, stage: Stage, batch: Batch, student_out: SegOutput, teacher_out: SegOutput | None
              ) -> dict[str, torch.Tensor]:

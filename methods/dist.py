@@ -82,7 +82,10 @@ class DIST(Method):
     defaults = {"beta": 1.0, "gamma": 1.0, "temperature": 1.0}
     search_space = {"beta": LogUniform(0.3, 3.0), "gamma": LogUniform(0.3, 3.0),
                     "temperature": LogUniform(1.0, 4.0)}
-    teacher_taps = frozenset({"logits"})
+
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({"logits"})
 
     @classmethod
     def check_hparams(cls, hp) -> None:

@@ -43,8 +43,12 @@ class FitNet(Method):
             raise UserError(f"method.{cls.registered_name}.target must be 'features' or 'tokens', "
                             f"not {hp['target']!r}")
 
-    def __init__(self, teacher, student, **hparams):
-        super().__init__(teacher, student, **hparams)
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({hp["target"]})
+
+    def __init__(self, teacher, student, context, **hparams):
+        super().__init__(teacher, student, context, **hparams)
         target = self.hp["target"]
         if target == "features":
             setting = f"method.{self.registered_name}.level"
@@ -53,10 +57,6 @@ class FitNet(Method):
             self.adapter: nn.Module = nn.Conv2d(s_ch, t_ch, 1, bias=False)
         else:
             self.adapter = nn.Linear(student.backbone.width, teacher.backbone.width, bias=False)
-
-    @property
-    def teacher_taps(self) -> frozenset[str]:  # type: ignore[override]
-        return frozenset({self.hp["target"]})
 
     def loss(self, stage: Stage, batch: Batch, student_out: SegOutput, teacher_out: SegOutput | None
              ) -> dict[str, torch.Tensor]:

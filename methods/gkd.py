@@ -12,7 +12,7 @@ from torch import nn
 
 from kdbench.distill import first_samples_mask, layer_norm_linear, student_patches_on_teacher_grid
 from kdbench.errors import UserError
-from kdbench.method import Batch, Method, Stage
+from kdbench.method import Batch, Method, RunContext, Stage
 from kdbench.models.checkpoints import load_state, read_state_dict
 from kdbench.models.segmentor import Segmentor, SegOutput
 from kdbench.search import Choice, LogUniform, Uniform
@@ -147,10 +147,13 @@ class GKD(Method):
                     "mask_weight": LogUniform(0.3, 3.0), "mask_probability": Uniform(0.25, 1.0),
                     "mask_ratio": Uniform(0.25, 0.75), "distill_lr": LogUniform(1e-4, 2e-3),
                     "proxy_steps": Choice((150, 300, 600)), "distill_steps": Choice((150, 300, 600))}
-    teacher_taps = TOKENS
     teacher_kinds = frozenset({"vit"})
     head_class: type[nn.Module] = QSD
     single_stage = False
+
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return TOKENS
 
     @classmethod
     def check_hparams(cls, hp) -> None:
@@ -165,8 +168,8 @@ class GKD(Method):
         if hp["stage1_from"] and cls.single_stage:
             raise UserError(f"method.{name}.stage1_from does not apply: {name} has no separate stage 1")
 
-    def __init__(self, teacher: Segmentor, student: Segmentor, **hparams):
-        super().__init__(teacher, student, **hparams)
+    def __init__(self, teacher: Segmentor, student: Segmentor, context: RunContext, **hparams):
+        super().__init__(teacher, student, context, **hparams)
         name = self.registered_name or "gkd"
         s_dim, t_dim = student.backbone.width, teacher.backbone.width
         self.cls_head = self.head_class(s_dim, t_dim)
@@ -177,8 +180,9 @@ class GKD(Method):
             load_student_backbone(student, Path(self.hp["stage1_from"]), name)
 
     def runs_proxy_stage(self) -> bool:
+        """Stage 1a runs for F2L pairs (the run context's pair kind), or wherever ``proxy_stage`` forces it."""
         setting = self.hp["proxy_stage"]
-        return setting == "on" or (setting == "auto" and self.pair_kind == "F2L")
+        return setting == "on" or (setting == "auto" and self.context.pair_kind == "F2L")
 
     def stages(self) -> list[Stage]:
         if self.single_stage:

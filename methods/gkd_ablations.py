@@ -60,6 +60,6 @@ class GKDFinalReadout(GKD):
     ablation_of = "gkd"
     student_kinds = frozenset({"vit"})
 
-    def __init__(self, teacher, student, **hparams):
-        super().__init__(teacher, student, **hparams)
+    def __init__(self, teacher, student, context, **hparams):
+        super().__init__(teacher, student, context, **hparams)
         student.backbone.readout = "final"

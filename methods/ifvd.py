@@ -88,15 +88,18 @@ class IntraClassFeatureVariation(Method):
 
     defaults = {"weight": 20.0, "level": -1}
     search_space = {"weight": LogUniform(6.0, 600.0)}
-    teacher_taps = frozenset({"features"})
+
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({"features"})
 
     @classmethod
     def check_hparams(cls, hp) -> None:
         if hp["weight"] < 0:
             raise UserError(f"method.{cls.registered_name or 'ifvd'}.weight must be >= 0, not {hp['weight']}")
 
-    def __init__(self, teacher, student, **hparams):
-        super().__init__(teacher, student, **hparams)
+    def __init__(self, teacher, student, context, **hparams):
+        super().__init__(teacher, student, context, **hparams)
         setting = f"method.{self.registered_name or 'ifvd'}.level"
         level_channels(student.backbone, self.hp["level"], setting)
         level_channels(teacher.backbone, self.hp["level"], setting)

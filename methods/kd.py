@@ -35,7 +35,10 @@ class LogitKD(Method):
 
     defaults = {"temperature": 1.0, "weight": 1.0}
     search_space = {"temperature": LogUniform(1.0, 4.0), "weight": LogUniform(0.3, 10.0)}
-    teacher_taps = frozenset({"logits"})
+
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({"logits"})
 
     def loss(self, stage: Stage, batch: Batch, student_out: SegOutput, teacher_out: SegOutput | None
              ) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ from torch import nn
 
 from kdbench.distill import level_channels, resize_to
 from kdbench.errors import UserError
-from kdbench.method import Batch, Method, Stage
+from kdbench.method import Batch, Method, RunContext, Stage
 from kdbench.models.segmentor import Segmentor, SegOutput
 from kdbench.search import LogUniform, Uniform
 
@@ -98,7 +98,10 @@ class MaskedGenerativeDistillation(Method):
 
     defaults = {"alpha": 2e-5, "mask_ratio": 0.75, "level": -1}
     search_space = {"alpha": LogUniform(2e-6, 2e-4), "mask_ratio": Uniform(0.15, 0.75)}
-    teacher_taps = frozenset({"features"})
+
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({"features"})
 
     @classmethod
     def check_hparams(cls, hp) -> None:
@@ -108,8 +111,8 @@ class MaskedGenerativeDistillation(Method):
         if not 0.0 <= hp["mask_ratio"] <= 1.0:
             raise UserError(f"method.{name}.mask_ratio must lie in [0, 1], not {hp['mask_ratio']}")
 
-    def __init__(self, teacher: Segmentor, student: Segmentor, **hparams: object):
-        super().__init__(teacher, student, **hparams)
+    def __init__(self, teacher: Segmentor, student: Segmentor, context: RunContext, **hparams: object):
+        super().__init__(teacher, student, context, **hparams)
         setting = f"method.{self.registered_name}.level"
         s_ch = level_channels(student.backbone, self.hp["level"], setting)
         t_ch = level_channels(teacher.backbone, self.hp["level"], setting)

@@ -61,12 +61,15 @@ class Proteus(Method):
     search_space = {"token_weight": LogUniform(0.3, 3.0), "fea_weight": LogUniform(0.3, 3.0),
                     "patch_weight": LogUniform(0.3, 3.0), "mask_probability": Uniform(0.25, 1.0),
                     "mask_ratio": Uniform(0.25, 0.75)}
-    teacher_taps = frozenset({"tokens"})
     student_kinds = frozenset({"vit"})
     teacher_kinds = frozenset({"vit"})
 
-    def __init__(self, teacher, student, **hparams):
-        super().__init__(teacher, student, **hparams)
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({"tokens"})
+
+    def __init__(self, teacher, student, context, **hparams):
+        super().__init__(teacher, student, context, **hparams)
         s_dim, t_dim = student.backbone.width, teacher.backbone.width
         self.token_head = layer_norm_linear(s_dim, t_dim)
         self.fea_head = layer_norm_linear(s_dim, t_dim)

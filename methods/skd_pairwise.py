@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from kdbench.distill import level_channels, resize_to
 from kdbench.errors import UserError
-from kdbench.method import Batch, Method, Stage
+from kdbench.method import Batch, Method, RunContext, Stage
 from kdbench.models.segmentor import Segmentor, SegOutput
 from kdbench.search import Choice, LogUniform
 
@@ -98,7 +98,10 @@ class PairwiseSimilarityKD(Method):
 
     defaults = {"weight": 0.5, "pool_scale": 0.5, "level": -1}
     search_space = {"weight": LogUniform(0.25, 20.0), "pool_scale": Choice((0.125, 0.25, 0.5))}
-    teacher_taps = frozenset({"features"})
+
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({"features"})
 
     @classmethod
     def check_hparams(cls, hp) -> None:
@@ -109,8 +112,8 @@ class PairwiseSimilarityKD(Method):
             raise UserError(f"method.{name}.pool_scale must lie in (0, 1) (the pooling kernel's share of the map; "
                             f"1 pools it into a single node), not {hp['pool_scale']}")
 
-    def __init__(self, teacher: Segmentor, student: Segmentor, **hparams: object):
-        super().__init__(teacher, student, **hparams)
+    def __init__(self, teacher: Segmentor, student: Segmentor, context: RunContext, **hparams: object):
+        super().__init__(teacher, student, context, **hparams)
         setting = f"method.{self.registered_name}.level"
         for model in (student, teacher):
             level_channels(model.backbone, self.hp["level"], setting)  # refuses a level either lacks

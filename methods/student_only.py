@@ -16,7 +16,7 @@ class StudentOnly(Method):
 
     defaults = {}
     search_space = {}
-    teacher_taps = frozenset()
+    reference = "baseline"
 
     def loss(self, stage: Stage, batch: Batch, student_out: SegOutput, teacher_out: SegOutput | None
              ) -> dict[str, torch.Tensor]:

@@ -34,10 +34,13 @@ class VanillaFeatureKD(Method):
 
     defaults = {"weight": 1.0}
     search_space = {"weight": LogUniform(0.1, 10.0)}
-    teacher_taps = frozenset({"tokens"})
 
-    def __init__(self, teacher, student, **hparams):
-        super().__init__(teacher, student, **hparams)
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({"tokens"})
+
+    def __init__(self, teacher, student, context, **hparams):
+        super().__init__(teacher, student, context, **hparams)
         self.head = layer_norm_linear(student.backbone.width, teacher.backbone.width)
 
     def loss(self, stage: Stage, batch: Batch, student_out: SegOutput, teacher_out: SegOutput | None

@@ -15,7 +15,7 @@ from kdbench.distill import (
     tokens_to_map,
 )
 from kdbench.errors import UserError
-from kdbench.method import Batch, Method, Stage
+from kdbench.method import Batch, Method, RunContext, Stage
 from kdbench.models.segmentor import Segmentor, SegOutput
 from kdbench.search import LogUniform, Uniform
 
@@ -135,9 +135,12 @@ class ViTKD(Method):
 
     defaults = {"alpha": 3e-5, "beta": 3e-6, "mask_ratio": 0.5}
     search_space = {"alpha": LogUniform(3e-6, 3e-4), "beta": LogUniform(3e-7, 3e-5), "mask_ratio": Uniform(0.25, 0.75)}
-    teacher_taps = frozenset({"blocks", "tokens"})
     student_kinds = frozenset({"vit"})
     teacher_kinds = frozenset({"vit"})
+
+    @classmethod
+    def teacher_taps(cls, hp) -> frozenset[str]:
+        return frozenset({"blocks", "tokens"})
 
     @classmethod
     def check_hparams(cls, hp) -> None:
@@ -145,8 +148,8 @@ class ViTKD(Method):
             raise UserError(f"method.{cls.registered_name or 'vitkd'}.mask_ratio must lie in (0, 1], "
                             f"not {hp['mask_ratio']}")
 
-    def __init__(self, teacher: Segmentor, student: Segmentor, **hparams: float):
-        super().__init__(teacher, student, **hparams)
+    def __init__(self, teacher: Segmentor, student: Segmentor, context: RunContext, **hparams: float):
+        super().__init__(teacher, student, context, **hparams)
         name = self.registered_name or "vitkd"
         for role, model in (("teacher", teacher), ("student", student)):
             depth = _depth(model)

@@ -16,7 +16,7 @@ from kdbench.data.synthetic import make_split
 from kdbench.engine.runtime import resolve_runtime
 from kdbench.engine.trainer import train_method
 from kdbench.errors import UserError
-from kdbench.method import METHODS, Batch
+from kdbench.method import METHODS, Batch, RunContext
 from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench.models.zoo import MODELS
 from kdbench_methods.afdcd import (
@@ -193,6 +193,9 @@ def test_masks():
 # ------------------------------------------------------------------------------------------ the method
 
 
+CONTEXT = RunContext("F2F", 16, 6, torch.device("cpu"))
+
+
 def seg(name: str, classes: int = 6) -> Segmentor:
     torch.manual_seed(0)
     bb = MODELS.get(name).build_backbone(16)
@@ -202,7 +205,7 @@ def seg(name: str, classes: int = 6) -> Segmentor:
 @pytest.mark.parametrize("student_name", ["tiny-vit-s", "tiny-resnet"])
 def test_gradients_reach_student_adapter_and_projector_never_teacher(student_name):
     teacher, student = seg("tiny-vit-b"), seg(student_name)
-    method = AfDCD(teacher, student)
+    method = AfDCD(teacher, student, CONTEXT)
     assert isinstance(method.align, torch.nn.Conv2d)
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(2, 3, 16, 16, generator=gen)
@@ -232,7 +235,7 @@ def test_training_steps_for_vit_and_cnn_students(student_name, data):
     teacher, student = seg("tiny-vit-b"), seg(student_name)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    method = AfDCD(teacher, student, projector="enhanced")
+    method = AfDCD(teacher, student, CONTEXT, projector="enhanced")
     before_t = copy.deepcopy(teacher.state_dict())
     before_extra = copy.deepcopy(method.projector.state_dict())
     logs = []
@@ -247,13 +250,13 @@ def test_training_steps_for_vit_and_cnn_students(student_name, data):
 def test_hyperparameters_registry_and_refusals():
     assert METHODS.get("afdcd") is AfDCD
     teacher, student = seg("tiny-vit-b"), seg("tiny-vit-s")
-    method = AfDCD(teacher, student, tau="0.1", lambda_ctr="1e-3", mask="center")
+    method = AfDCD(teacher, student, CONTEXT, tau="0.1", lambda_ctr="1e-3", mask="center")
     assert method.hp["tau"] == 0.1 and isinstance(method.hp["tau"], float) and method.hp["lambda_ctr"] == 1e-3
     assert all(isinstance(AfDCD.defaults[k], float) for k in ("lambda_fd", "lambda_ctr", "tau", "mask_ratio"))
-    assert isinstance(AfDCD(teacher, seg("tiny-vit-b")).align, torch.nn.Identity)  # equal widths: no adapter
+    assert isinstance(AfDCD(teacher, seg("tiny-vit-b"), CONTEXT).align, torch.nn.Identity)  # equal widths: no adapter
     with pytest.raises(UserError, match="mask"):
-        AfDCD(teacher, student, mask="block")
+        AfDCD(teacher, student, CONTEXT, mask="block")
     with pytest.raises(UserError, match="projector"):
-        AfDCD(teacher, student, projector="mlp")
+        AfDCD(teacher, student, CONTEXT, projector="mlp")
     with pytest.raises(UserError, match="groups"):
-        AfDCD(teacher, student, groups=0)
+        AfDCD(teacher, student, CONTEXT, groups=0)

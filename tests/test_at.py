@@ -144,7 +144,7 @@ batch = functools.partial(tiny_batch, ignore_fraction=0)  # AT reads no labels: 
                          ids=["vit", "vit-level0", "cnn-level0", "cnn-level1-upsampled"])
 def test_method_term_is_weight_times_reference_and_trains_the_student_only(student, hp):
     method = build(student, **hp)
-    assert method.teacher_taps == frozenset({"features"}) and method.extra_modules() == []
+    assert method.teacher_taps(method.hp) == frozenset({"features"}) and method.extra_modules() == []
     for p in method.teacher.parameters():
         p.requires_grad_(True)  # even a trainable teacher must get nothing: it runs under inference mode
     bt = batch(method)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from kdbench.method import METHODS, Batch
+from kdbench.method import METHODS, Batch, RunContext
 from kdbench.models.backbones import ViTBackbone
 from kdbench.models.segmentor import LightHead, Segmentor, SegOutput
 from kdbench_methods.cwd import channel_wise_divergence
@@ -219,6 +219,9 @@ def tiny_vit(width: int) -> Segmentor:
     return Segmentor(bb, LightHead(bb.level_channels, 3))
 
 
+CONTEXT = RunContext("F2F", 16, 3, torch.device("cpu"))
+
+
 def fixed_logits_batch():
     gen = torch.Generator().manual_seed(5)
     s_logits = torch.randn(2, 3, 2, 3, generator=gen) * 2
@@ -232,7 +235,7 @@ def fixed_logits_batch():
 
 
 def test_cwd_method_on_logits_is_ce_plus_three_cwd_at_tau_four():
-    method = METHODS.get("cwd")(tiny_vit(32), tiny_vit(16))
+    method = METHODS.get("cwd")(tiny_vit(32), tiny_vit(16), CONTEXT)
     batch, s_out, t_out = fixed_logits_batch()
     terms = method.loss(method.stages()[0], batch, s_out, t_out)
     assert set(terms) == {"task", "cwd"}
@@ -241,8 +244,8 @@ def test_cwd_method_on_logits_is_ce_plus_three_cwd_at_tau_four():
 
 
 def test_cwd_kd_total_is_ce_plus_three_cwd_plus_pixel_kd():
-    method = METHODS.get("cwd-kd")(tiny_vit(32), tiny_vit(16))
-    assert method.teacher_taps == frozenset({"logits"})
+    method = METHODS.get("cwd-kd")(tiny_vit(32), tiny_vit(16), CONTEXT)
+    assert method.teacher_taps(method.hp) == frozenset({"logits"})
     batch, s_out, t_out = fixed_logits_batch()
     terms = method.loss(method.stages()[0], batch, s_out, t_out)
     assert set(terms) == {"task", "cwd", "kd"}
@@ -257,7 +260,7 @@ def test_cwd_kd_total_is_ce_plus_three_cwd_plus_pixel_kd():
 
 def test_cwd_kd_overrides_reach_each_term():
     hp = {"temperature": "2", "weight": "5", "kd_temperature": "3", "kd_weight": "0.5"}
-    method = METHODS.get("cwd-kd")(tiny_vit(32), tiny_vit(16), **hp)
+    method = METHODS.get("cwd-kd")(tiny_vit(32), tiny_vit(16), CONTEXT, **hp)
     batch, s_out, t_out = fixed_logits_batch()
     terms = method.loss(method.stages()[0], batch, s_out, t_out)
     assert math.isclose(float(terms["cwd"]), 5 * ref_cwd(s_out.logits, t_out.logits, 2.0), rel_tol=1e-5)

@@ -21,13 +21,14 @@ from kdbench.distill import first_samples_mask
 from kdbench.engine.runtime import resolve_runtime
 from kdbench.engine.trainer import method_step, train_method
 from kdbench.errors import UserError
-from kdbench.method import METHODS, Batch
+from kdbench.method import METHODS, Batch, RunContext
 from kdbench.models.backbones import ViTBackbone
 from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench.models.zoo import MODELS
 
 TEACHER = "tiny-vit-b"
 CLASSES = 6
+CONTEXT = RunContext("F2F", 16, CLASSES, torch.device("cpu"))
 
 # ---------------------------------------------------------------- builders
 
@@ -39,7 +40,7 @@ def seg(name: str) -> Segmentor:
 
 def build(method: str, student: str = "tiny-vit-s", seed: int = 0, **hparams):
     torch.manual_seed(seed)
-    return METHODS.get(method)(seg(TEACHER), seg(student), **hparams)
+    return METHODS.get(method)(seg(TEACHER), seg(student), CONTEXT, **hparams)
 
 
 def batch(b: int = 2, seed: int = 6) -> Batch:
@@ -88,7 +89,7 @@ def has_grad(p: torch.Tensor) -> bool:
 def test_distillation_gradients_reach_student_and_method_modules_never_teacher(case, name, student, hp, terms,
                                                                                taps):
     method = build(name, student, **hp)
-    assert method.teacher_taps == frozenset(taps)
+    assert method.teacher_taps(method.hp) == frozenset(taps)
     for p in method.teacher.parameters():
         p.requires_grad_(True)  # even a trainable teacher must get nothing: it runs under inference mode
     got = method_step(method, method.stages()[0])(batch())
@@ -185,7 +186,7 @@ def test_proteus_refuses_cnn_students_in_one_line():
 def test_proteus_refuses_a_student_on_another_token_grid():
     torch.manual_seed(0)
     bb = ViTBackbone(img_size=16, patch_size=8, embed_dim=16, depth=2, num_heads=2)  # 2×2 grid vs the teacher's 4×4
-    method = METHODS.get("proteus")(seg(TEACHER), Segmentor(bb, LightHead(bb.level_channels, CLASSES)))
+    method = METHODS.get("proteus")(seg(TEACHER), Segmentor(bb, LightHead(bb.level_channels, CLASSES)), CONTEXT)
     with pytest.raises(UserError, match="same token grid"):
         method_step(method, method.stages()[0])(batch())
 

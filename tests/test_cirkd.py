@@ -299,7 +299,7 @@ def test_hyperparameters_overrides_and_refusals():
     cls = METHODS.get("cirkd")
     assert cls is CrossImageRelationalKD
     assert cls.defaults == {"pixel_weight": 1.0, "region_weight": 0.1, "tau": 0.1, "pool": False, "level": -1}
-    assert cls.teacher_taps == frozenset({"features"})
+    assert cls.teacher_taps(cls.resolve_hparams({})) == frozenset({"features"})
     assert cls.description().startswith("CIRKD (mini-batch):")
     cls.check_search_space()
     method = build(tau="0.2", pool="true", region_weight="1")

@@ -140,7 +140,7 @@ batch = functools.partial(tiny_batch, ignore_fraction=0)  # no ignore label: the
 @pytest.mark.parametrize("student", ["tiny-vit-s", "tiny-resnet"], ids=["vit", "cnn"])
 def test_method_terms_match_the_reference_and_train_the_student_only(student):
     method = build(student, beta=0.5, gamma=2.0, temperature=2.0)
-    assert method.teacher_taps == frozenset({"logits"}) and method.extra_modules() == []
+    assert method.teacher_taps(method.hp) == frozenset({"logits"}) and method.extra_modules() == []
     for p in method.teacher.parameters():
         p.requires_grad_(True)  # even a trainable teacher must get nothing: it runs under inference mode
     bt = batch(method)

@@ -13,10 +13,12 @@ from kdbench.engine.evaluator import Protocol, evaluate, slide_logits
 from kdbench.engine.optim import lr_factor
 from kdbench.engine.runtime import resolve_runtime
 from kdbench.engine.trainer import TrainingError, train_method
-from kdbench.method import Method, Stage
+from kdbench.method import Method, RunContext, Stage
 from kdbench.models.backbones import ViTBackbone
 from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench_methods.kd import LogitKD
+
+CONTEXT = RunContext("F2F", 16, 6, torch.device("cpu"))
 
 
 def tiny(width=16, classes=6):
@@ -34,7 +36,7 @@ def test_teacher_is_never_updated_and_student_is(data):
     torch.manual_seed(0)
     teacher, student = tiny(32), tiny(16)
     before_t, before_s = copy.deepcopy(teacher.state_dict()), copy.deepcopy(student.state_dict())
-    method = LogitKD(teacher, student)
+    method = LogitKD(teacher, student, CONTEXT)
     cfg = TrainConfig(steps=3, batch_size=4, log_every=1)
     logs = []
     train_method(method, lambda st: data.batches(st.data, 4, 0), cfg, resolve_runtime("cpu", "off"), logs.append)
@@ -56,7 +58,7 @@ class FrozenBackboneTwoStage(Method):
 
 def test_frozen_backbone_stays_bit_identical(data):
     torch.manual_seed(0)
-    method = FrozenBackboneTwoStage(tiny(32), tiny(16))
+    method = FrozenBackboneTwoStage(tiny(32), tiny(16), CONTEXT)
     snapshots = {}
 
     def on_end(stage):
@@ -78,7 +80,7 @@ class Exploding(Method):
 
 
 def test_non_finite_loss_stops_the_run_with_a_reason(data):
-    method = Exploding(tiny(32), tiny(16))
+    method = Exploding(tiny(32), tiny(16), CONTEXT)
     with pytest.raises(TrainingError, match="non-finite loss at step 0"):
         train_method(method, lambda st: data.batches(st.data, 4, 0), TrainConfig(steps=2, batch_size=4),
                      resolve_runtime("cpu", "off"))
@@ -93,7 +95,7 @@ def test_vit_only_method_refuses_cnn_student():
     from kdbench.models.backbones import CNNBackbone
     cnn = CNNBackbone("resnet10t")
     with pytest.raises(UserError, match="does not support cnn students"):
-        VitOnly(tiny(32), Segmentor(cnn, LightHead(cnn.level_channels, 6)))
+        VitOnly(tiny(32), Segmentor(cnn, LightHead(cnn.level_channels, 6)), CONTEXT)
 
 
 def test_slide_inference_with_window_covering_image_equals_whole():

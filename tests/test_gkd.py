@@ -22,7 +22,7 @@ from kdbench.distill import first_samples_mask
 from kdbench.engine.runtime import resolve_runtime
 from kdbench.engine.trainer import method_step, train_method
 from kdbench.errors import UserError
-from kdbench.method import METHODS, Batch, Stage
+from kdbench.method import METHODS, Batch, RunContext, Stage
 from kdbench.models.backbones import ViTBackbone
 from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench.models.zoo import MODELS
@@ -45,9 +45,11 @@ def seg(name: str) -> Segmentor:
 
 def build(method: str = "gkd", student: str = "tiny-vit-s", seed: int = 0, pair_kind: str = "F2L", **hparams):
     torch.manual_seed(seed)
-    m = METHODS.get(method)(seg(TEACHER), seg(student), **hparams)
-    m.pair_kind = pair_kind
-    return m
+    return METHODS.get(method)(seg(TEACHER), seg(student), context(pair_kind), **hparams)
+
+
+def context(pair_kind: str = "F2L") -> RunContext:
+    return RunContext(pair_kind, 16, CLASSES, torch.device("cpu"))
 
 
 def batch(b: int = 2, seed: int = 6) -> Batch:
@@ -274,7 +276,7 @@ def test_weights_scale_the_terms():
 def test_vit_student_on_another_token_grid_is_refused():
     torch.manual_seed(0)
     bb = ViTBackbone(img_size=16, patch_size=8, embed_dim=16, depth=2, num_heads=2)  # 2×2 grid vs the teacher's 4×4
-    method = GKD(seg(TEACHER), Segmentor(bb, LightHead(bb.level_channels, CLASSES)))
+    method = GKD(seg(TEACHER), Segmentor(bb, LightHead(bb.level_channels, CLASSES)), context())
     with pytest.raises(UserError, match="teacher's token grid"):
         method_step(method, method.stages()[0])(batch())
 

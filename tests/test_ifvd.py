@@ -234,7 +234,7 @@ def test_training_steps_move_the_student_and_leave_the_teacher(student, hp):
 def test_hyperparameters_overrides_and_refusals():
     cls = METHODS.get("ifvd")
     assert cls is IntraClassFeatureVariation and cls.defaults == {"weight": 20.0, "level": -1}
-    assert cls.teacher_taps == frozenset({"features"})
+    assert cls.teacher_taps(cls.resolve_hparams({})) == frozenset({"features"})
     assert cls.description().startswith("IFVD: per-pixel cosine similarity to its class prototype")
     cls.check_search_space()
     method = build(weight="200")

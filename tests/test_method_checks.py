@@ -28,8 +28,8 @@ def test_every_method_trains_its_student_and_own_modules_and_never_the_teacher(n
 class _UnusedAdapter(Method):
     """An adapter built but never used: its parameters can never learn."""
 
-    def __init__(self, teacher, student, **hp):
-        super().__init__(teacher, student, **hp)
+    def __init__(self, teacher, student, context, **hp):
+        super().__init__(teacher, student, context, **hp)
         self.adapter = nn.Linear(4, 4)
 
     def loss(self, stage, batch, student_out, teacher_out):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from kdbench.cli import cli
 from kdbench.config import TrainConfig
 from kdbench.engine.runtime import apply_speed_options
-from kdbench.method import METHODS
+from kdbench.method import METHODS, RunContext
 from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench.models.zoo import MODELS
 
@@ -21,7 +21,7 @@ def seg(name: str) -> Segmentor:
 
 
 def test_channels_last_reaches_cnn_weights_only():
-    method = METHODS.get("kd")(seg("tiny-vit-b"), seg("tiny-resnet"))
+    method = METHODS.get("kd")(seg("tiny-vit-b"), seg("tiny-resnet"), RunContext("F2L", 16, 6, torch.device("cpu")))
     apply_speed_options(method, TrainConfig(channels_last=True))
     convs = [m.weight for m in method.student.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)

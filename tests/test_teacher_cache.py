@@ -16,7 +16,7 @@ from kdbench.data.synthetic import make_split
 from kdbench.engine.runtime import resolve_runtime
 from kdbench.engine.teacher_cache import TeacherCache, cached_stages
 from kdbench.errors import UserError
-from kdbench.method import METHODS
+from kdbench.method import METHODS, RunContext
 from kdbench.models.heads import make_head
 from kdbench.models.segmentor import Segmentor
 from kdbench.models.zoo import MODELS
@@ -170,13 +170,13 @@ def test_on_with_real_data_is_refused_and_student_only_needs_no_cache():
 def test_auto_caches_exactly_the_fixed_set_stages():
     data = StageData(make_split(get_domain("game"), "train", 8, 16), "urban", 16, torch.device("cpu"))
     student = tiny_teacher()
-    gkd = METHODS.get("gkd")(tiny_teacher(), student)
-    gkd.pair_kind = "F2L"
+    context = RunContext("F2L", 16, 5, torch.device("cpu"))
+    gkd = METHODS.get("gkd")(tiny_teacher(), student, context)
     assert set(cached_stages(gkd, data, "auto")) == {"domain-agnostic"}
     assert cached_stages(gkd, data, "off") == {}
     with pytest.raises(UserError, match="proxy images"):
         cached_stages(gkd, data, "on")
-    assert cached_stages(METHODS.get("student-only")(tiny_teacher(), student), data, "on") == {}
+    assert cached_stages(METHODS.get("student-only")(tiny_teacher(), student, context), data, "on") == {}
 
 
 def test_local_workers_find_the_cache_filled_before_they_start(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from kdbench.distill import random_token_mask
 from kdbench.engine.runtime import resolve_runtime
 from kdbench.engine.trainer import method_step, train_method
 from kdbench.errors import UserError
-from kdbench.method import METHODS, Batch
+from kdbench.method import METHODS, Batch, RunContext
 from kdbench.models.backbones import CNNBackbone, ViTBackbone
 from kdbench.models.segmentor import LightHead, Segmentor, SegOutput
 from kdbench_methods.vitkd import vitkd_generation_loss, vitkd_mimic_loss
@@ -201,18 +201,21 @@ def vitkd():
     return METHODS.get("vitkd")
 
 
+CONTEXT = RunContext("F2F", 16, 6, torch.device("cpu"))
+
+
 def test_defaults_are_the_official_ones_and_overridable():
     cls = vitkd()
     assert cls.defaults == {"alpha": 3e-5, "beta": 3e-6, "mask_ratio": 0.5}
     assert all(isinstance(v, float) for v in cls.defaults.values())
     assert cls.resolve_hparams({"alpha": "1e-4"})["alpha"] == 1e-4
     with pytest.raises(UserError, match="mask_ratio"):
-        cls(vit(32), vit(16), mask_ratio=0.0)
+        cls(vit(32), vit(16), CONTEXT, mask_ratio=0.0)
 
 
 def test_method_taps_first_two_blocks_and_final_normalised_tokens_without_cls():
     torch.manual_seed(7)
-    method = vitkd()(vit(32), vit(16))
+    method = vitkd()(vit(32), vit(16), CONTEXT)
     bt = batch()
     with torch.no_grad():
         s_out = method.student(bt.images)
@@ -236,7 +239,7 @@ def test_method_taps_first_two_blocks_and_final_normalised_tokens_without_cls():
 
 
 def test_equal_widths_use_no_aligner():
-    method = vitkd()(vit(16), vit(16))
+    method = vitkd()(vit(16), vit(16), CONTEXT)
     assert all(isinstance(a, nn.Identity) for a in method.mimic_align)
     assert isinstance(method.generation.align, nn.Identity)
     assert method.extra_parameter_count() == sum(p.numel() for p in method.generation.parameters())
@@ -244,7 +247,7 @@ def test_equal_widths_use_no_aligner():
 
 def test_gradients_reach_student_and_method_modules_never_teacher():
     torch.manual_seed(9)
-    method = vitkd()(vit(32), vit(16))
+    method = vitkd()(vit(32), vit(16), CONTEXT)
     for p in method.teacher.parameters():
         p.requires_grad_(True)  # even if the teacher were trainable, the trainer's pass must not reach it
     stage = method.stages()[0]
@@ -260,7 +263,7 @@ def test_gradients_reach_student_and_method_modules_never_teacher():
 def test_cnn_student_is_refused_in_one_line_naming_the_method():
     cnn = CNNBackbone("resnet10t")
     with pytest.raises(UserError) as exc:
-        vitkd()(vit(32), Segmentor(cnn, LightHead(cnn.level_channels, 6)))
+        vitkd()(vit(32), Segmentor(cnn, LightHead(cnn.level_channels, 6)), CONTEXT)
     msg = str(exc.value)
     assert "'vitkd'" in msg and "cnn" in msg and "\n" not in msg
 
@@ -268,11 +271,11 @@ def test_cnn_student_is_refused_in_one_line_naming_the_method():
 def test_cnn_teacher_is_refused():
     cnn = CNNBackbone("resnet10t")
     with pytest.raises(UserError, match=r"'vitkd' (does not support cnn teachers|needs a ViT teacher)"):
-        vitkd()(Segmentor(cnn, LightHead(cnn.level_channels, 6)), vit(16))
+        vitkd()(Segmentor(cnn, LightHead(cnn.level_channels, 6)), vit(16), CONTEXT)
 
 
 def test_teacher_output_without_blocks_is_refused():
-    method = vitkd()(vit(32), vit(16))
+    method = vitkd()(vit(32), vit(16), CONTEXT)
     bt = batch()
     with torch.no_grad():
         full = method.teacher(bt.images)
@@ -283,7 +286,7 @@ def test_teacher_output_without_blocks_is_refused():
 
 def test_student_on_another_token_grid_is_resampled():
     torch.manual_seed(10)
-    method = vitkd()(vit(32, patch=4), vit(16, patch=8))
+    method = vitkd()(vit(32, patch=4), vit(16, patch=8), CONTEXT)
     terms = method_step(method, method.stages()[0])(batch())
     assert all(torch.isfinite(v) for v in terms.values())
 
@@ -293,7 +296,7 @@ def test_training_steps_run_for_a_vit_pair():
     data = StageData(make_split(get_domain("game"), "train", 16, 16), "urban", 16, torch.device("cpu"))
     teacher = vit(32, depth=2)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    method = vitkd()(teacher, vit(16, depth=2))
+    method = vitkd()(teacher, vit(16, depth=2), CONTEXT)
     logs = []
     train_method(method, lambda st: data.batches(st.data, 4, 0), TrainConfig(steps=2, batch_size=4, log_every=1),
                  resolve_runtime("cpu", "off"), logs.append)

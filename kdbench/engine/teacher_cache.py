@@ -70,7 +70,7 @@ def cached_stages(method: Method, data: Any, mode: str) -> dict[str, FixedInputs
     same, and a :class:`UserError` for a teacher-using stage whose data is not one; with ``off``, none."""
     if mode not in MODES:
         raise UserError(f"train.teacher_cache must be one of {', '.join(MODES)}, not {mode!r}")
-    if mode == "off" or not method.teacher_taps:
+    if mode == "off" or not method.teacher_taps(method.hp):
         return {}
     plan = {}
     for stage in method.stages():

@@ -119,8 +119,9 @@ def method_step(method: Method, stage: Stage, table: TeacherTable | None = None)
     """One step's forward passes and loss terms: the teacher (only when the stage uses it, under inference mode,
     only the taps the method declares; looked up in ``table`` by the batch's input ids instead, when the stage's
     inputs are a cached fixed set), then the student, then the method's loss."""
-    run_teacher = stage.uses_teacher and bool(method.teacher_taps)
-    teacher_logits = "logits" in method.teacher_taps
+    taps = method.teacher_taps(method.hp)
+    run_teacher = stage.uses_teacher and bool(taps)
+    teacher_logits = "logits" in taps
     student_logits = "logits" in stage.student_taps
 
     def step(batch: Batch) -> dict[str, torch.Tensor]:
@@ -132,7 +133,7 @@ def method_step(method: Method, stage: Stage, table: TeacherTable | None = None)
         elif run_teacher:
             with torch.inference_mode():
                 teacher_out = method.teacher(batch.images, with_logits=teacher_logits)
-            teacher_out = _clone_out(teacher_out, method.teacher_taps)
+            teacher_out = _clone_out(teacher_out, taps)
         student_out = method.student(batch.images, with_logits=student_logits)
         return method.loss(stage, batch, student_out, teacher_out)
 

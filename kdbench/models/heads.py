@@ -7,6 +7,7 @@ from torch import nn
 from kdbench.errors import UserError
 from kdbench.models.segmentor import LightHead
 
+#: the heads by name: the values the ``head`` setting allows (its declaration in ``kdbench.config`` reads them here)
 HEADS = {
     "light": "light multi-level head (1×1 laterals, 3×3 fuse, 1×1 classifier): the synthetic suites' head",
     "mask2former": "Mask2Former as in the GKD paper (100 queries, 9 decoder layers, MSDeformAttn pixel decoder)",

@@ -18,21 +18,24 @@ import pandas as pd
 
 from kdbench.errors import UserError
 from kdbench.report import plots
+from kdbench.report.figures import Place, PlotInput, plots_of
 from kdbench.report.frames import (
-    STUDENT_ONLY,
-    TEACHER,
     Results,
     method_order,
     missing_runs,
     read_results,
+    roles,
     run_scores,
     suite_benchmark_order,
     targets_by_benchmark,
 )
+from kdbench.report.per_class import class_tables
+from kdbench.report.per_class import to_csv as per_class_csv
+from kdbench.report.per_class import to_markdown as per_class_markdown
 from kdbench.report.render import to_csv, to_latex, to_markdown
 from kdbench.report.selected import RuleView, apply_rule, check_rules, rules_present, searched, sensitivity
 from kdbench.report.significance import welch_interval
-from kdbench.report.tables import PaperTable, best_baseline, paper_table
+from kdbench.report.tables import MEAN_OOD, PaperTable, best_baseline, paper_table
 from kdbench.results import atomic_write_text
 
 FORMATS = ("md", "csv", "tex", "png", "svg")
@@ -83,7 +86,7 @@ def _provenance(records: pd.DataFrame, scores: pd.DataFrame) -> str:
     """Seeds, device, precision and versions of the runs behind one setting."""
     paths = set(scores.run_path)
     rows = records[records.run_path.isin(paths)]
-    seeds = sorted(set(scores[scores.method != TEACHER].seed)) or [0]
+    seeds = sorted(set(scores[scores.reference != "teacher"].seed)) or [0]
     versions = sorted({", ".join(f"{k} {v}" for k, v in sorted(r.items())) for r in rows.versions
                        if isinstance(r, dict)})
     devices = sorted({f"{d} ({p})" for d, p in zip(rows.device, rows.precision, strict=True)})
@@ -141,7 +144,8 @@ def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] =
         atomic_write_text(report.markdown, "\n".join(lines))
         report.files.append(report.markdown)
         return report
-    records = _narrow(results.records, "methods", "method", methods, keep=(TEACHER, STUDENT_ONLY))
+    records = _narrow(results.records, "methods", "method", methods,
+                      keep=tuple(results.records[results.records.reference != ""].method.unique()))
     records = _narrow(records, "pairs", "pair", pairs)
     records = _narrow(records, "benchmarks", "benchmark", benchmarks)
     scores = run_scores(records, method_families())
@@ -222,22 +226,23 @@ def _setting_section(suite: str, setting: str, scores: pd.DataFrame, records: pd
     lines = [heading, "", f"Protocol {protocol}; {provenance}.", ""]
     image_formats = [f for f in formats if f in ("png", "svg")]
     shown = "png" if "png" in image_formats else (image_formats[0] if image_formats else None)
-    all_methods = method_order(list(scores.method.unique()))
-    colors = plots.method_colors(all_methods)
-    ablations = set() if chosen else set(scores[scores.family != scores.base].method)
-    if image_formats:
-        stem = out / "plots" / _slug(suite, setting, *([rule] if rule else []), "id-ood")
-        written = plots.id_ood_scatter(scores, benchmarks, all_methods, stem, image_formats,
-                                       f"{suite}: in-domain vs out-of-domain mIoU", colors)
-        report.files += written
-        if written and shown:
-            lines += [f"![in-domain vs out-of-domain]({_rel(stem, out, shown)})", "",
-                      f"*In-domain vs mean out-of-domain mIoU over {', '.join(benchmarks)}, one point per method "
-                      "and pair, error bars: std over seeds.*", ""]
+    all_methods = method_order(scores)
+    colors = plots.method_colors(all_methods, roles(scores))
+    ablations = frozenset() if chosen else frozenset(scores[scores.family != scores.base].method)
+    rule_parts = [rule] if rule else []
+
+    def draw(scope: str, runs: pd.DataFrame, title: str, naming) -> list[str]:
+        if not image_formats:
+            return []
+        view = PlotInput(runs, benchmarks, targets, all_methods, colors, ablations, title, image_formats,
+                         Place(out, naming))
+        return _figure_lines(view, scope, out, shown, report)
+
+    lines += draw("setting", scores, suite, lambda suffix: _slug(suite, setting, *rule_parts, suffix))
     for (pair, kind), per_pair in scores.groupby(["pair", "pair_kind"], sort=False):
         table = paper_table(per_pair, benchmarks, targets)
         report.tables.append((heading, table))
-        first = records[(records.run_path.isin(set(per_pair.run_path))) & (records.method != TEACHER)]
+        first = records[(records.run_path.isin(set(per_pair.run_path))) & (records.reference != "teacher")]
         student = first.student.iloc[0] if len(first) else "?"
         teacher = records[records.run_path.isin(set(per_pair.run_path))].teacher.iloc[0]
         caption = (f"{suite}, pair {pair} ({kind}: {teacher} -> {student}), mIoU (%). Protocol {protocol}; "
@@ -256,21 +261,45 @@ def _setting_section(suite: str, setting: str, scores: pd.DataFrame, records: pd
                  if fmt in formats]
         if links:
             lines += ["Table as " + ", ".join(links) + ".", ""]
+        lines += _per_class(per_pair, records, out, name, suite, setting, pair, formats, report)
         lines += _findings(table)
-        if image_formats:
-            lines += _pair_plots(per_pair, benchmarks, targets, all_methods, out, name, image_formats, shown,
-                                 f"{suite} {pair} ({kind})", report, colors, ablations)
+        lines += draw("pair", per_pair, f"{suite} {pair} ({kind})", lambda suffix, n=name: f"{n}-{suffix}")
         missing = missing_runs(per_pair, benchmarks)
         if missing:
             lines += [f"Missing runs (cells shown as –): {'; '.join(missing)}.", ""]
     return lines
 
 
+def _per_class(scores: pd.DataFrame, records: pd.DataFrame, out: Path, name: str, suite: str, setting: str,
+               pair: str, formats: tuple[str, ...], report: Report) -> list[str]:
+    """The pair's per-class IoU tables (``per_class``): ``per-class/<name>.md`` and ``per-class/<name>.csv``,
+    and the report.md line that links them."""
+    tables = class_tables(scores, records)
+    if not tables:
+        return []
+    links = []
+    if "md" in formats:
+        path = out / "per-class" / f"{name}.md"
+        heading = f"# Per-class IoU: {suite}{f' ({setting})' if setting else ''}, pair {pair}"
+        intro = ("Mean IoU (%) over seeds of every class on each target domain (test split); bold: the best value "
+                 "of a class, the teacher aside. The *in-domain* row is each class's IoU on the source domain, mean "
+                 "over the compared methods.")
+        atomic_write_text(path, "\n".join([heading, "", intro, ""] + [per_class_markdown(t) for t in tables]))
+        report.files.append(path)
+        links.append(f"[Markdown]({path.relative_to(out).as_posix()})")
+    if "csv" in formats:
+        path = out / "per-class" / f"{name}.csv"
+        atomic_write_text(path, per_class_csv(tables, suite, setting, pair))
+        report.files.append(path)
+        links.append(f"[CSV]({path.relative_to(out).as_posix()})")
+    return ["Per-class IoU on every target domain: " + ", ".join(links) + ".", ""] if links else []
+
+
 def _findings(table: PaperTable) -> list[str]:
     """One sentence per pair: which method leads on mean OOD, by how much over the best other family."""
-    ood = [c.name for c in table.columns].index("mean OOD")
+    ood = table.index(MEAN_OOD)
     ranked = sorted(((r.cells[ood].mean, r.method) for r in table.rows
-                     if r.method != TEACHER and r.cells[ood].mean is not None), reverse=True)
+                     if r.markable and r.cells[ood].mean is not None), reverse=True)
     if not ranked:
         return []
     top_score, top = ranked[0]
@@ -289,33 +318,23 @@ def _findings(table: PaperTable) -> list[str]:
     return [text + ".", ""]
 
 
-def _pair_plots(scores: pd.DataFrame, benchmarks: list[str], targets: dict[str, list[str]], methods: list[str],
-                out: Path, name: str, formats: list[str], shown: str | None, title: str, report: Report,
-                colors: dict[str, str], ablations: set[str]) -> list[str]:
+def _figure_lines(view: PlotInput, scope: str, out: Path, shown: str | None, report: Report) -> list[str]:
+    """Draw every registered plot of ``scope`` (``kdbench.report.figures``) and the report.md lines that show
+    them: an embedded figure with its caption, or one line of links per plot whose figures are links."""
     lines = []
-    left_out = f" Ablations ({', '.join(sorted(ablations))}) are in the table, not here." if ablations else ""
-    figures = [("radar", plots.radar, "Radar over every target domain (mean over seeds)."),
-               ("bars", plots.target_bars, "mIoU per target domain and benchmark average, error bars: std over "
-                "seeds.")]
-    shown_methods = [m for m in methods if m not in ablations]
-    for kind, draw, caption in figures:
-        stem = out / "plots" / f"{name}-{kind}"
-        written = draw(scores, targets, shown_methods, stem, formats, f"{title}: {kind}", colors)
-        report.files += written
-        if written and shown:
-            lines += [f"![{kind}]({_rel(stem, out, shown)})", "", f"*{title}: {caption}{left_out}*", ""]
-    curves = []
-    for method in method_order(list(scores.method.unique())):
-        if method == TEACHER:
+    for _, plot in plots_of(scope):
+        figures = plot.draw(view)
+        for figure in figures:
+            report.files += figure.paths
+        if not shown:
             continue
-        stem = out / "plots" / "loss" / f"{name}-{_slug(method, '')}"
-        written = plots.loss_curves(scores[scores.method == method], benchmarks, stem, formats,
-                                    f"{title}: {method} training loss")
-        report.files += written
-        if written and shown:
-            curves.append(f"[{method}]({_rel(stem, out, shown)})")
-    if curves:
-        lines += ["Training-loss curves (every logged term, each seed): " + ", ".join(curves) + ".", ""]
+        links = [f"[{f.link}]({_rel(f.paths[0].with_suffix(''), out, shown)})" for f in figures if f.link]
+        for figure in figures:
+            if not figure.link:
+                lines += [f"![{figure.alt}]({_rel(figure.paths[0].with_suffix(''), out, shown)})", "",
+                          f"*{figure.caption}*", ""]
+        if links:
+            lines += [f"{plot.links_intro}: " + ", ".join(links) + ".", ""]
     return lines
 
 

@@ -25,7 +25,6 @@ import yaml
 from kdbench.errors import UserError
 from kdbench.results import CONFIG, load_records
 
-TEACHER, STUDENT_ONLY = "teacher", "student-only"
 SHARED_SECTIONS = ("data", "eval", "pretrain")
 
 
@@ -88,7 +87,8 @@ def _key(values: dict[str, Any]) -> str:
 def run_scores(records: pd.DataFrame, family: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per run and setting: in-domain mIoU, each target's mIoU, their plain mean (as the paper), and how
     long the method's stages trained. Columns: suite, setting, benchmark, source, pair, pair_kind, method (display
-    label), base (the registered method), family (the method an ablation ablates, else the method), seed,
+    label), base (the registered method), reference (the row's reference role, ``kdbench.record.REFERENCE_ROLES``;
+    "" for a compared method), family (the method an ablation ablates, else the method), seed,
     in-domain, out-of-domain, one per target domain, train_s, run_path, teacher_digest, device, precision, trial
     (0: the defaults), hparams (the run's hyper-parameters as sorted JSON). Validation rows are left out."""
     family = family or {}
@@ -98,19 +98,19 @@ def run_scores(records: pd.DataFrame, family: dict[str, str] | None = None) -> p
         first = group.iloc[0]
         identity = first.identity if isinstance(first.identity, dict) else {}
         shared = {"suite": first.suite, "protocol": first.protocol, **_flatten(identity, SHARED_SECTIONS)}
-        train = _flatten(identity, ("train",)) if first.method != TEACHER else None
+        train = _flatten(identity, ("train",)) if first.reference != "teacher" else None
         source = group[group.role == "source"]
         targets = group[group.role == "target"]
         row = {"suite": first.suite, "benchmark": first.benchmark,
                "source": source.domain.iloc[0] if len(source) else "?", "pair": first.pair,
-               "pair_kind": first.get("pair_kind", ""), "method": first.method,
-               "base": first.method, "family": family.get(first.method, first.method), "seed": int(first.seed),
+               "pair_kind": first.pair_kind, "method": first.method, "base": first.method,
+               "reference": first.reference, "family": family.get(first.method, first.method),
+               "seed": int(first.seed),
                "in-domain": float(source.miou.iloc[0]) if len(source) else float("nan"),
                "out-of-domain": float(targets.miou.mean()) if len(targets) else float("nan"),
-               "train_s": _train_seconds(first.get("stages")), "run_path": path,
-               "teacher_digest": first.get("teacher_digest"), "device": first.get("device"),
-               "precision": first.get("precision"), "_shared": shared, "_train": train,
-               "trial": _trial(first.get("trial")),
+               "train_s": _train_seconds(first.stages), "run_path": path,
+               "teacher_digest": first.teacher_digest, "device": first.device,
+               "precision": first.precision, "_shared": shared, "_train": train, "trial": int(first.trial),
                "_hparams": first.hparams if isinstance(first.hparams, dict) else {}}
         row.update({r.domain: float(r.miou) for r in targets.itertuples()})
         runs.append(row)
@@ -120,18 +120,8 @@ def run_scores(records: pd.DataFrame, family: dict[str, str] | None = None) -> p
 
 
 def test_rows(records: pd.DataFrame) -> pd.DataFrame:
-    """The rows scored on test splits (records made before validation splits existed are all test rows)."""
-    if "split" not in records:
-        return records
-    return records[records.split.fillna("test") == "test"]
-
-
-def _trial(value: Any) -> int:
-    """A record's trial index; 0 (the defaults) for records made before trials existed."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
+    """The rows scored on test splits."""
+    return records[records.split == "test"]
 
 
 def _train_seconds(stages: Any) -> float:
@@ -194,19 +184,31 @@ def _per_run_input(group: pd.DataFrame, key: str) -> bool:
                 and per_run.value.nunique() == len(per_run))
 
 
-def method_order(methods: list[str]) -> list[str]:
-    """Teacher, student-only, then the rest alphabetically (an ablation sorts beside the method it ablates)."""
-    first = [m for m in (TEACHER, STUDENT_ONLY) if m in methods]
-    return first + sorted(m for m in methods if m not in first)
+#: the order reference rows head a table in; compared methods follow, alphabetically
+REFERENCE_ORDER = ("teacher", "baseline", "reference")
+
+
+def roles(scores: pd.DataFrame) -> dict[str, str]:
+    """Each method label's reference role ("" for a compared method)."""
+    return dict(zip(scores.method, scores.reference, strict=True))
+
+
+def method_order(scores: pd.DataFrame) -> list[str]:
+    """The method labels of ``scores``: the reference rows by role (teacher, the baseline, other references), then
+    the rest alphabetically (an ablation sorts beside the method it ablates)."""
+    role = roles(scores)
+    rank = {r: i for i, r in enumerate(REFERENCE_ORDER)}
+    return sorted(role, key=lambda m: (rank.get(role[m], len(rank)), m))
 
 
 def missing_runs(scores: pd.DataFrame, benchmarks: list[str]) -> list[str]:
     """The (method, benchmark, seed) cells of one (suite, setting, pair) that some other cell implies should exist:
     every method on every benchmark of the suite with every seed used by any method."""
-    students = scores[scores.method != TEACHER]
+    teacher = scores[scores.reference == "teacher"]
+    students = scores[scores.reference != "teacher"]
     seeds = sorted(set(students.seed))
     lines = []
-    for method in method_order(list(students.method.unique())):
+    for method in method_order(students):
         runs = students[students.method == method]
         for bench in benchmarks:
             have = set(runs[runs.benchmark == bench].seed)
@@ -214,9 +216,9 @@ def missing_runs(scores: pd.DataFrame, benchmarks: list[str]) -> list[str]:
             if lacking:
                 lines.append(f"{method} on {bench}: seed{'s' if len(lacking) > 1 else ''} "
                              f"{', '.join(map(str, lacking))}")
-    if benchmarks and not scores[scores.method == TEACHER].empty:
-        done = set(scores[scores.method == TEACHER].benchmark)
-        lines += [f"teacher on {b}" for b in benchmarks if b not in done]
+    if benchmarks and not teacher.empty:
+        done = set(teacher.benchmark)
+        lines += [f"{teacher.method.iloc[0]} on {b}" for b in benchmarks if b not in done]
     return lines
 
 

@@ -11,8 +11,9 @@
 * :func:`loss_curves`: one method's logged loss terms over its training stages, read from each run's
   ``metrics.jsonl``.
 
-Colours are fixed per method label by :func:`method_colors` over the full method list (teacher black, student-only
-grey), so a method keeps its colour in every figure. Every function writes ``stem`` with one suffix per requested
+Colours are fixed per method label by :func:`method_colors` over the full method list (the teacher's row black,
+the baseline's grey: rows found by their reference role, ``kdbench.record``), so a method keeps its colour in every
+figure. Every function writes ``stem`` with one suffix per requested
 format (``png`` at 150 dpi, ``svg`` with text kept as text and no date, so reruns give identical files) and returns
 the written paths; a figure with nothing to show writes no file and returns ``[]``.
 """
@@ -43,9 +44,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-TEACHER, STUDENT_ONLY = "teacher", "student-only"
+from kdbench.record import reference_of  # noqa: E402
+
 FORMATS = ("png", "svg")
-TEACHER_COLOR, STUDENT_ONLY_COLOR = "#000000", "#808080"
+TEACHER_COLOR, BASELINE_COLOR = "#000000", "#808080"
 PAIR_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "p", "h", "<", ">", "d")
 PNG_DPI = 150
 _RC = {"font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
@@ -66,14 +68,14 @@ def _lab(hex_color: str) -> np.ndarray:
 def _distinct_palette(count: int) -> list[str]:
     """``count`` colours: tab10's nine (greys left out) first, then, one at a time, the colour of a pool of
     matplotlib's qualitative maps farthest (CIE76 ΔE) from every colour already taken and from the teacher's black
-    and student-only's grey, so no two methods get look-alike colours (tab20's light/dark pairs did)."""
+    and the baseline's grey, so no two methods get look-alike colours (tab20's light/dark pairs did)."""
     base = [c for c in (to_hex(rgb) for rgb in colormaps["tab10"].colors) if c not in _GREYS]
     pool = list(dict.fromkeys(to_hex(rgb) for name in ("Dark2", "Set1", "tab20", "tab20b", "Set2", "Accent")
                               for rgb in colormaps[name].colors))
     # greys, near-greys and colours too pale to see on white left out
     pool = [c for c in pool if c not in base and np.hypot(*_lab(c)[1:]) > 15 and _lab(c)[0] < 85]
     chosen = base[:count]
-    taken = [_lab(c) for c in [TEACHER_COLOR, STUDENT_ONLY_COLOR, *chosen]]
+    taken = [_lab(c) for c in [TEACHER_COLOR, BASELINE_COLOR, *chosen]]
     while len(chosen) < count and pool:
         gaps = [min(float(np.linalg.norm(_lab(c) - t)) for t in taken) for c in pool]
         best = pool.pop(int(np.argmax(gaps)))
@@ -82,19 +84,30 @@ def _distinct_palette(count: int) -> list[str]:
     return chosen
 
 
-def method_colors(methods: Sequence[str]) -> dict[str, str]:
-    """A hex colour per method label: teacher black, student-only grey, the others in list order from
-    :func:`_distinct_palette` (tab10 for up to nine, then the most distinct colours left; repeated past the
-    pool). Pass the full method list of a report so that every figure gives a method the same colour whichever
-    subset it plots."""
-    others = [m for m in dict.fromkeys(methods) if m not in (TEACHER, STUDENT_ONLY)]
+def role_of(method: str, roles: Mapping[str, str] | None = None) -> str:
+    """A method label's reference role: from ``roles`` (a report's ``frames.roles``) where it is known, else from
+    the registered method the label names (``kdbench.record.reference_of``; a label is "name" or "name (values)")."""
+    if roles is not None and method in roles:
+        return roles[method]
+    return reference_of(method.split(" (", 1)[0])
+
+
+def _frame_roles(scores: pd.DataFrame) -> dict[str, str] | None:
+    return dict(zip(scores["method"], scores["reference"], strict=True)) if "reference" in scores else None
+
+
+def method_colors(methods: Sequence[str], roles: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A hex colour per method label: the teacher's row black, the baseline's grey (by :func:`role_of`), the others
+    in list order from :func:`_distinct_palette` (tab10 for up to nine, then the most distinct colours left;
+    repeated past the pool). Pass the full method list of a report so that every figure gives a method the same
+    colour whichever subset it plots."""
+    fixed = {"teacher": TEACHER_COLOR, "baseline": BASELINE_COLOR}
+    methods = list(dict.fromkeys(methods))
+    role = {m: role_of(m, roles) for m in methods}
+    others = [m for m in methods if role[m] not in fixed]
     palette = _distinct_palette(len(others))
     colors = {m: palette[i % len(palette)] for i, m in enumerate(others)}
-    if TEACHER in methods:
-        colors[TEACHER] = TEACHER_COLOR
-    if STUDENT_ONLY in methods:
-        colors[STUDENT_ONLY] = STUDENT_ONLY_COLOR
-    return {m: colors[m] for m in dict.fromkeys(methods)}
+    return {m: fixed.get(role[m]) or colors[m] for m in methods}
 
 
 def _check_formats(formats: Sequence[str]) -> list[str]:
@@ -157,7 +170,9 @@ def id_ood_scatter(scores: pd.DataFrame, benchmarks: Sequence[str], methods: Seq
     """
     formats = _check_formats(formats)
     benchmarks = list(dict.fromkeys(benchmarks))
-    colors = dict(colors) if colors is not None else method_colors(methods)
+    colors = dict(colors) if colors is not None else method_colors(methods, _frame_roles(scores))
+    roles = _frame_roles(scores)
+    teachers = {m for m in methods if role_of(m, roles) == "teacher"}
     runs = scores[scores["benchmark"].isin(benchmarks)] if len(scores) else scores
     present = _present(runs, methods)
     pairs = sorted(runs.loc[runs["method"].isin(present), "pair"].dropna().unique()) if present else []
@@ -182,7 +197,7 @@ def id_ood_scatter(scores: pd.DataFrame, benchmarks: Sequence[str], methods: Seq
     with _style():
         fig, ax = plt.subplots(figsize=(6.4, 4.8))
         for method, pair, x, y, xerr, yerr in points:
-            teacher = method == TEACHER
+            teacher = method in teachers
             ax.errorbar(x, y, xerr=None if math.isnan(xerr) else xerr, yerr=None if math.isnan(yerr) else yerr,
                         marker="*" if teacher else markers[pair], markersize=13 if teacher else 7,
                         color=colors.get(method, TEACHER_COLOR), ecolor=colors.get(method, TEACHER_COLOR),
@@ -195,12 +210,12 @@ def id_ood_scatter(scores: pd.DataFrame, benchmarks: Sequence[str], methods: Seq
         ax.margins(0.08)
         if len(pairs) > 1:
             ax.autoscale_view()
-            _label_teachers(ax, [(pair, x, y) for method, pair, x, y, _, _ in points if method == TEACHER])
+            _label_teachers(ax, [(pair, x, y) for method, pair, x, y, _, _ in points if method in teachers])
         plotted = list(dict.fromkeys(p[0] for p in points))
-        method_handles = [_legend_handle(colors.get(m, TEACHER_COLOR), m, marker="*" if m == TEACHER else "o",
-                                         markersize=11 if m == TEACHER else 7) for m in plotted]
+        method_handles = [_legend_handle(colors.get(m, TEACHER_COLOR), m, marker="*" if m in teachers else "o",
+                                         markersize=11 if m in teachers else 7) for m in plotted]
         pair_handles = [_legend_handle("#555555", p, marker=markers[p])
-                        for p in pairs if any(pt[1] == p and pt[0] != TEACHER for pt in points)]
+                        for p in pairs if any(pt[1] == p and pt[0] not in teachers for pt in points)]
         first = ax.legend(handles=method_handles, title="method", loc="upper left", bbox_to_anchor=(1.02, 1.0),
                           borderaxespad=0.0, frameon=False)
         if pair_handles:
@@ -256,7 +271,7 @@ def target_bars(scores: pd.DataFrame, targets: Mapping[str, Sequence[str]], meth
     out-of-domain mean), a bar per method in ``methods`` order (mean over seeds, error bar one standard deviation).
     A method without a score for a group has no bar there; with no bar at all, no file is written."""
     formats = _check_formats(formats)
-    colors = dict(colors) if colors is not None else method_colors(methods)
+    colors = dict(colors) if colors is not None else method_colors(methods, _frame_roles(scores))
     groups = _target_groups(targets)
     present = _present(scores, methods)
     cells = {(m, i): _cell(scores, m, bench, col) for m in present for i, (bench, col, _) in enumerate(groups)}
@@ -303,11 +318,11 @@ def radar(scores: pd.DataFrame, targets: Mapping[str, Sequence[str]], methods: S
           formats: Sequence[str], title: str, colors: Mapping[str, str] | None = None) -> list[Path]:
     """Radar chart for ONE pair, as in the GKD paper: an axis per (benchmark, target domain) labelled
     "source→target", a closed polygon per method through its mean mIoU over seeds (teacher dashed black,
-    student-only grey), all axes on one radial range from a little below the smallest to a little above the largest
+    the baseline grey), all axes on one radial range from a little below the smallest to a little above the largest
     value drawn. A method lacking any axis is left out (named under the chart). Fewer than three axes, or no
     complete method: no file, ``[]``."""
     formats = _check_formats(formats)
-    colors = dict(colors) if colors is not None else method_colors(methods)
+    colors = dict(colors) if colors is not None else method_colors(methods, _frame_roles(scores))
     spokes = [(bench, t) for bench, domains in targets.items() for t in domains]
     if len(spokes) < 3:
         return []
@@ -334,11 +349,12 @@ def radar(scores: pd.DataFrame, targets: Mapping[str, Sequence[str]], methods: S
         ax.set_theta_offset(math.pi / 2)
         ax.set_theta_direction(-1)
         for method, values in polygons.items():
-            style = {"linestyle": "--", "linewidth": 1.6} if method == TEACHER else {"linewidth": 1.4}
+            teacher = role_of(method, _frame_roles(scores)) == "teacher"
+            style = {"linestyle": "--", "linewidth": 1.6} if teacher else {"linewidth": 1.4}
             color = colors.get(method, TEACHER_COLOR)
             ax.plot([*angles, angles[0]], [*values, values[0]], color=color, marker="o", markersize=3,
                     label=method, **style)
-            if method != TEACHER:
+            if not teacher:
                 ax.fill([*angles, angles[0]], [*values, values[0]], color=color, alpha=0.04)
         ax.set_xticks(angles, labels)
         ax.tick_params(axis="x", pad=8)

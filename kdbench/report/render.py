@@ -11,7 +11,19 @@ from __future__ import annotations
 import csv
 import io
 
-from kdbench.report.tables import COUNT, DELTA, MIOU, SECONDS, SUMMARY, Cell, Column, PaperTable
+from kdbench.report.tables import (
+    BENCH_ID,
+    BENCH_OOD,
+    COUNT,
+    DELTA,
+    MIOU,
+    SECONDS,
+    SUMMARY,
+    TARGET,
+    Cell,
+    Column,
+    PaperTable,
+)
 
 
 def _number(cell: Cell, column: Column) -> str:
@@ -30,15 +42,15 @@ def _number(cell: Cell, column: Column) -> str:
 
 def _header_names(table: PaperTable) -> list[str]:
     """Markdown has one header line: a target keeps its name unless two benchmarks share it."""
-    names = [c.name for c in table.columns if c.group and c.name not in ("avg", "in-domain")]
+    names = [c.name for c in table.columns if c.key == TARGET]
     repeated = {n for n in names if names.count(n) > 1}
     headers = []
     for column in table.columns:
         if not column.group:
             headers.append(column.name)
-        elif column.name == "avg":
+        elif column.key == BENCH_OOD:
             headers.append(f"{column.group} avg")
-        elif column.name == "in-domain":
+        elif column.key == BENCH_ID:
             headers.append(f"{column.group} ID ({table.sources[column.group]})")
         else:
             headers.append(f"{column.group}/{column.name}" if column.name in repeated else column.name)
@@ -85,7 +97,7 @@ def to_latex(table: PaperTable, caption: str, label: str) -> str:
         top.append(f"\\multicolumn{{{width}}}{{c}}{{{title}}}")
         rules.append(f"\\cmidrule(lr){{{start}-{start + width - 1}}}")
         start += width
-    names = ["" ] + [latex_escape({"in-domain": "ID", "avg": "Avg"}.get(c.name, c.name)) for c in table.columns]
+    names = ["" ] + [latex_escape({BENCH_ID: "ID", BENCH_OOD: "Avg"}.get(c.key, c.name)) for c in table.columns]
     body = []
     for row in table.rows:
         texts = []
@@ -99,7 +111,7 @@ def to_latex(table: PaperTable, caption: str, label: str) -> str:
                 text += f"\\textsuperscript{{n={cell.n}}}"
             texts.append(text)
         body.append(" & ".join([latex_escape(row.method), *texts]) + r" \\")
-        if row.method == "student-only":
+        if row.reference == "baseline":
             body.append(r"\midrule")
     lines = [r"\begin{table*}[t]", r"\centering", r"\scriptsize", r"\setlength{\tabcolsep}{3pt}",
              f"\\caption{{{latex_escape(caption)}}}", f"\\label{{{label}}}",

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from kdbench.errors import UserError
-from kdbench.report.frames import TEACHER
 from kdbench.selection import RULES, available_rules, select
 
 CELL = ["suite", "setting", "benchmark", "pair", "base"]
@@ -35,7 +34,7 @@ class RuleView:
 def searched(scores: pd.DataFrame) -> bool:
     """Whether any run is a drawn trial (trial > 0); otherwise every rule reports the same runs. Settings run by
     hand (``--set``, all trial 0) stay the labelled rows of a plain report."""
-    return bool((scores[scores.base != TEACHER].trial > 0).any())
+    return bool((scores[scores.reference != "teacher"].trial > 0).any())
 
 
 def rules_present(records: pd.DataFrame, scores: pd.DataFrame) -> list[str]:
@@ -43,7 +42,7 @@ def rules_present(records: pd.DataFrame, scores: pd.DataFrame) -> list[str]:
     validation rows they read (a trial recorded before val splits existed would otherwise drop out of the choice
     unseen)."""
     names = list(RULES)
-    for _, cell in scores[scores.base != TEACHER].groupby(CELL, sort=False):
+    for _, cell in scores[scores.reference != "teacher"].groupby(CELL, sort=False):
         frame = _selection_frame(records, cell)
         for _, rows in frame.groupby("trial"):
             names = [n for n in names if n in available_rules(rows.assign(trial=0))]
@@ -60,8 +59,8 @@ def check_rules(wanted: list[str], present: list[str]) -> None:
 def apply_rule(records: pd.DataFrame, scores: pd.DataFrame, rule: str, tuned: dict[str, list[str]]) -> RuleView:
     """``rule`` in every cell of ``scores``; ``tuned``: each method's search-space keys (the values the chosen
     table shows)."""
-    kept, chosen = [scores[scores.base == TEACHER]], []
-    for key, cell in scores[scores.base != TEACHER].groupby(CELL, sort=False):
+    kept, chosen = [scores[scores.reference == "teacher"]], []
+    for key, cell in scores[scores.reference != "teacher"].groupby(CELL, sort=False):
         frame = _selection_frame(records, cell)
         pick = select(frame, rule)
         runs = cell[cell.run_path.isin(set(frame[frame.trial == pick.trial].run_path))].copy()
@@ -79,7 +78,7 @@ def sensitivity(scores: pd.DataFrame) -> pd.DataFrame:
     """Per cell with more than one trial: trials, and the lowest, highest and spread of the seed-mean OOD over
     the trials (test rows: this describes the search, it chooses nothing)."""
     rows = []
-    for key, cell in scores[scores.base != TEACHER].groupby(CELL, sort=False):
+    for key, cell in scores[scores.reference != "teacher"].groupby(CELL, sort=False):
         per_trial = cell.groupby(["trial", "hparams"])["out-of-domain"].mean()
         if len(per_trial) < 2:
             continue

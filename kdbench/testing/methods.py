@@ -24,7 +24,7 @@ from kdbench.data.loaders import StageData
 from kdbench.data.synthetic import make_split
 from kdbench.engine.runtime import resolve_runtime
 from kdbench.engine.trainer import method_step, set_trainable, train_method
-from kdbench.method import METHODS, Batch, Method
+from kdbench.method import METHODS, Batch, Method, RunContext
 from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench.models.zoo import MODELS
 
@@ -39,13 +39,27 @@ def tiny_segmentor(model: str, classes: int = CLASSES, size: int = SIZE) -> Segm
     return Segmentor(backbone, LightHead(backbone.level_channels, classes))
 
 
+def tiny_context(pair_kind: str) -> RunContext:
+    """The run context of a tiny ``pair_kind`` ("F2F" or "F2L") pair: the tiny size and classes, on the CPU."""
+    return RunContext(pair_kind, SIZE, CLASSES, torch.device("cpu"))
+
+
+def pair_kind_of(student: str) -> str:
+    """The kind of a pair with ``student``, as a composed pair gets it (``kdbench.models.zoo.get_pair``): F2F for a
+    foundation student (``tiny-vit-s``), F2L for a local one (``tiny-deit-s``, ``tiny-resnet``)."""
+    return "F2F" if MODELS.get(student).model_role == "foundation" else "F2L"
+
+
 def build_method(method: str | type[Method], student: str = TINY_VIT_STUDENT, teacher: str = TINY_TEACHER,
-                 seed: int = 0, **hparams: Any) -> Method:
+                 seed: int = 0, pair_kind: str | None = None, **hparams: Any) -> Method:
     """A method (a registered name, or a class not registered yet) on a tiny teacher and student
-    (``student=TINY_CNN_STUDENT`` for a CNN)."""
+    (``student=TINY_CNN_STUDENT`` for a CNN), built with the run context a run of these two models has: the tiny
+    size and classes, and the pair kind ``pair_kind`` or, by default, the student's (:func:`pair_kind_of`: the
+    default ViT student makes an F2F pair, the CNN an F2L one)."""
     cls = METHODS.get(method) if isinstance(method, str) else method
+    context = tiny_context(pair_kind or pair_kind_of(student))
     torch.manual_seed(seed)
-    return cls(tiny_segmentor(teacher), tiny_segmentor(student), **hparams)
+    return cls(tiny_segmentor(teacher), tiny_segmentor(student), context, **hparams)
 
 
 def tiny_batch(method: Method, batch: int = 2, seed: int = 6, ignore_fraction: float = 0.1,

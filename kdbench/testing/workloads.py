@@ -12,7 +12,7 @@ from kdbench.config import TrainConfig
 from kdbench.engine.flops import counted_flops
 from kdbench.engine.runtime import Runtime, resolve_runtime
 from kdbench.engine.trainer import StepFn, method_step, set_trainable, stage_groups, train_steps
-from kdbench.method import METHODS, Batch, Method, Stage
+from kdbench.method import METHODS, Batch, Method, RunContext, Stage
 from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench.models.zoo import MODELS, PAIRS
 
@@ -59,13 +59,15 @@ def segmentor(model: str, image_size: int, classes: int) -> Segmentor:
 
 def step_workload(method_name: str, pair_name: str, stage_name: str, image_size: int, batch_size: int,
                   device: str = "cpu", amp: str = "off", classes: int = 19, seed: int = 0) -> StepWorkload:
-    """``method_name``'s stage ``stage_name`` on ``pair_name`` (randomly initialised models, light head) with a
-    random batch of ``batch_size`` images of ``image_size``² and labels of ``classes`` classes."""
+    """``method_name``'s stage ``stage_name`` on ``pair_name`` (randomly initialised models, light head, the run
+    context of that pair) with a random batch of ``batch_size`` images of ``image_size``² and labels of ``classes``
+    classes."""
     torch.manual_seed(seed)
     runtime = resolve_runtime(device, amp)
     pair = PAIRS.get(pair_name)
     teacher = segmentor(pair.teacher, image_size, classes).eval()
-    method = METHODS.get(method_name)(teacher, segmentor(pair.student, image_size, classes)).to(runtime.device)
+    context = RunContext(pair.kind, image_size, classes, runtime.device)
+    method = METHODS.get(method_name)(teacher, segmentor(pair.student, image_size, classes), context).to(runtime.device)
     stage = next((s for s in method.stages() if s.name == stage_name), None)
     if stage is None:
         raise ValueError(f"{method_name} has no stage {stage_name!r}: {[s.name for s in method.stages()]}")
