@@ -5,10 +5,12 @@ The target: DINOv2-L -> DeiT-B at 512², bf16, at least 35% MFU on a GPU, batch 
 data-sheet dense bf16 figure. Without a GPU the same step runs at CPU scale (DINOv2-B -> DeiT-S at 224², batch
 4), against the rate this CPU reaches on one large matrix multiply at the same precision (a CPU has no data-sheet
 peak its kernels reach). docs/performance.md lists the figures. Run:
-``.venv/bin/pytest benchmarks/test_mfu.py --benchmark-enable -s``.
+``.venv/bin/pytest benchmarks/test_mfu.py --benchmark-enable -s`` (``KDBENCH_BENCH_ROUNDS`` sets the timed rounds).
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -26,6 +28,7 @@ if GPU:
 else:
     PAIR, SIZE, BATCH, ROUNDS, STEPS = "f2l-dinov2-b-deit-s", 224, 4, 5, 2
     CASES = [("fp32", False), ("bf16", False)]
+ROUNDS = int(os.environ.get("KDBENCH_BENCH_ROUNDS", ROUNDS))
 
 
 @pytest.mark.parametrize(("precision", "compiled"), CASES, ids=[f"{p}-{'compiled' if c else 'eager'}"

@@ -6,12 +6,14 @@ same models and batch, and prints the median ms per step of each and their ratio
 DINOv2-B -> DeiT-S at 224² and batch 4 on a CPU; DINOv2-L -> DeiT-B at 512² and batch 16 on a GPU. Channels-last
 is timed on a CNN student (ResNet-50, student-only), the only place it acts; data loading on GTA5-sized images
 through the real training pipeline. docs/performance.md lists the figures. Run:
-``.venv/bin/pytest benchmarks/test_speed_options.py --benchmark-enable -s``.
+``.venv/bin/pytest benchmarks/test_speed_options.py --benchmark-enable -s`` (``KDBENCH_BENCH_ROUNDS`` sets the
+timed rounds).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +39,7 @@ DEVICE = "cuda" if GPU else "cpu"
 DEFAULT_AMP = "bf16" if GPU else "off"
 PAIR, SIZE, BATCH = ("f2l-dinov2-l-deit-b", 512, 16) if GPU else ("f2l-dinov2-b-deit-s", 224, 4)
 ROUNDS, STEPS = (10, 5) if GPU else (5, 2)
+ROUNDS = int(os.environ.get("KDBENCH_BENCH_ROUNDS", ROUNDS))
 
 
 def gkd_stage_1b(amp: str = DEFAULT_AMP) -> StepWorkload:

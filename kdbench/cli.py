@@ -89,7 +89,7 @@ def cli() -> None:
 def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root, out, device, sets, launcher, nproc,
         trials, dry_run) -> None:
     """Train and evaluate every (benchmark, pair, method, trial, seed) of a suite; skip runs already done."""
-    from kdbench.engine.distributed import DistInfo, check_batch, init_from_env
+    from kdbench.engine.distributed import DistInfo, check_batch, check_process_gpus, init_from_env
     from kdbench.engine.runtime import resolve_runtime
     from kdbench.launch import expand, run_sweep
     from kdbench.report.document import TABLE_FORMATS, write_report
@@ -130,6 +130,7 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
         if cfg.launcher.kind != "inline":  # each submitit job runs the run's processes as its tasks
             cfg.launcher.processes = nproc
         elif "WORLD_SIZE" not in os.environ:
+            check_process_gpus(nproc, cfg.device)
             raise SystemExit(_torchrun(nproc))
     bench_names, pair_names, method_names = selections(cfg, suite_obj)
     runtime = resolve_runtime(cfg.device, cfg.train.amp, cfg.train.threads)

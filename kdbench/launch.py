@@ -207,15 +207,19 @@ class Workspace:
         return StageData(self.split(source, "train"), domain.scene, self.cfg.data.image_size, self.runtime.device)
 
     def score(self, model: Segmentor, domain: str, split: str = "test") -> DomainScore:
-        """``model``'s mIoU on ``domain``'s ``test`` (or ``val``) split under the sweep's protocol."""
+        """``model``'s mIoU on ``domain``'s ``test`` (or ``val``) split under the sweep's protocol, with the wall
+        seconds it took."""
+        start = time.perf_counter()
         if is_real(domain):
             loaders = {"test": self.real.eval_loader, "val": self.real.val_loader}
             if split not in loaders:
                 raise UserError(f"{domain}: no split {split!r}; real datasets have test and val splits")
-            return evaluate_loader(model, loaders[split](domain), len(domain_classes(domain)), self.protocol,
-                                   self.runtime, desc=f"eval {domain} ({split})")
-        return evaluate(model, self.split(domain, split), self.protocol, self.cfg.eval.batch_size, self.runtime,
-                        desc=f"eval {domain} ({split})")
+            score = evaluate_loader(model, loaders[split](domain), len(domain_classes(domain)), self.protocol,
+                                    self.runtime, desc=f"eval {domain} ({split})")
+        else:
+            score = evaluate(model, self.split(domain, split), self.protocol, self.cfg.eval.batch_size,
+                             self.runtime, desc=f"eval {domain} ({split})")
+        return dataclasses.replace(score, seconds=time.perf_counter() - start)
 
     def has_val(self, domain: str) -> bool:
         """Whether ``domain`` has a validation split disjoint from its test and training images (and
@@ -363,7 +367,8 @@ def score_record(common: dict[str, Any], bench: Benchmark, domain: str, split: s
         **common, "domain": domain, "role": "source" if domain == bench.source else "target", "split": split,
         "miou": round(score.miou, 3), "per_class_iou": dict(zip(domain_classes(domain), score.per_class_iou,
                                                                 strict=True)),
-        "images": score.images}).to_json()
+        "images": score.images,
+        "eval_s": None if score.seconds is None else round(score.seconds, 3)}).to_json()
 
 
 def add_val_records(job: Job, ws: Workspace, rd: RunDir) -> int:

@@ -80,6 +80,8 @@ class Record:
     miou: float
     per_class_iou: dict[str, float] = field(default_factory=dict)
     images: int | None = None
+    #: wall seconds spent scoring this (domain, split): loading, inference and the metric; None before it was recorded
+    eval_s: float | None = None
     schema: int = SCHEMA_VERSION
     #: fields of a newer writer this version does not know, kept as they were
     extra: dict[str, Any] = field(default_factory=dict, compare=False)

@@ -66,19 +66,23 @@ def main() -> None:
             done = subprocess.run(command, check=False)
             rows += collect(out / "dg5" / bench / pair_name, pair_name, bench, done.returncode,
                             time.perf_counter() - start)
-    (args.out / "smoke.json").write_text(json.dumps(rows, indent=1))
+            (args.out / "smoke.json").write_text(json.dumps(rows, indent=1))  # after each: a cut-off keeps the rest
     print(table(rows))
 
 
 def collect(folder: Path, pair: str, bench: str, code: int, wall: float) -> list[dict]:
     rows = []
     for records in sorted(folder.glob("*/*/records.jsonl")):
-        first = json.loads(records.read_text().splitlines()[0])
+        lines = [json.loads(line) for line in records.read_text().splitlines()]
+        first = lines[0]
         stages = {s["name"]: round(s["wall_s"] / max(1, s["steps"]), 3) for s in first.get("stages", [])}
+        tests = [r for r in lines if r.get("split", "test") == "test"]
         rows.append({"pair": pair, "benchmark": bench, "method": first["method"], "device": first["device"],
                      "precision": first["precision"], "s_per_step": stages,
                      "peak_memory_gb": round(first["peak_memory_mb"] / 1024, 2),
-                     "eval_images": sum(json.loads(line)["images"] for line in records.read_text().splitlines()),
+                     "eval_images": sum(r["images"] for r in tests),
+                     "eval_images_per_s": {r["domain"]: round(r["images"] / r["eval_s"], 2) for r in tests
+                                           if r.get("eval_s")},
                      "wall_s": round(first["wall_s"], 1), "exit": code, "sweep_wall_s": round(wall, 1)})
     if not rows:
         rows.append({"pair": pair, "benchmark": bench, "method": "-", "exit": code, "sweep_wall_s": round(wall, 1)})
@@ -86,12 +90,13 @@ def collect(folder: Path, pair: str, bench: str, code: int, wall: float) -> list
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| pair | benchmark | method | s/step per stage | peak GB | wall s | exit |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| pair | benchmark | method | s/step per stage | eval images/s per domain (test) | peak GB | wall s "
+             "| exit |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         stages = ", ".join(f"{k} {v}" for k, v in r.get("s_per_step", {}).items())
-        lines.append(f"| {r['pair']} | {r['benchmark']} | {r['method']} | {stages} | {r.get('peak_memory_gb', '-')} "
-                     f"| {r.get('wall_s', '-')} | {r['exit']} |")
+        rates = ", ".join(f"{k} {v}" for k, v in r.get("eval_images_per_s", {}).items())
+        lines.append(f"| {r['pair']} | {r['benchmark']} | {r['method']} | {stages} | {rates} "
+                     f"| {r.get('peak_memory_gb', '-')} | {r.get('wall_s', '-')} | {r['exit']} |")
     return "\n".join(lines)
 
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from kdbench.cli import cli
 
-COMMON = ["--suite", "smoke", "--benchmarks", "game2real", "--set", "train.steps=8", "--set", "train.batch_size=8",
-          "--set", "train.log_every=1", "--set", "train.threads=1"]
+COMMON = ["--suite", "smoke", "--device", "cpu", "--benchmarks", "game2real", "--set", "train.steps=8",
+          "--set", "train.batch_size=8", "--set", "train.log_every=1", "--set", "train.threads=1"]
 
 
 def two_processes(*args: str) -> subprocess.CompletedProcess:
@@ -60,3 +60,17 @@ def test_multi_stage_method_and_bad_batch(tmp_path):
                         "--out", str(tmp_path / "odd"))
     assert odd.returncode == 1 and "train.batch_size=7 must be divisible by the number of processes (2)" in odd.stderr
     assert "Traceback" not in odd.stderr and not (tmp_path / "odd").exists()
+
+
+def test_more_processes_than_gpus_is_refused_before_any_starts(tmp_path, monkeypatch):
+    """On a one-GPU machine ``--nproc 2`` would start rank 1 on a GPU that does not exist."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    result = CliRunner().invoke(cli, ["run", "--suite", "smoke", "--nproc", "2", "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --nproc 2 trains on one GPU per process, but 1 GPU(s) are visible here; use --nproc 1 or fewer, "
+        "or --device cpu (gloo processes)")
+    assert not (tmp_path / "out").exists()

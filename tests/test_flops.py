@@ -53,6 +53,17 @@ def test_a_training_step_counts_teacher_forward_and_student_forward_backward():
     assert alone > 0 and with_teacher.flops() == alone + teacher_forward
 
 
+def test_a_step_is_counted_at_full_precision_whatever_its_autocast():
+    """The count of a bf16 workload is its fp32 count: FLOPs do not depend on the precision, and counting under
+    autocast failed on CUDA (torch 2.11, an H200; tests/test_gpu.py checks it there)."""
+    fp32 = step_workload("gkd", "tiny-real-f2l", "domain-agnostic", 32, 2).flops()
+    bf16 = step_workload("gkd", "tiny-real-f2l", "domain-agnostic", 32, 2, amp="bf16")
+    calls = []
+    original = bf16.run
+    bf16.run = lambda *args, **kwargs: calls.append(kwargs["runtime"].amp_dtype) or original(*args, **kwargs)
+    assert bf16.flops() == fp32 > 0 and calls == [None]
+
+
 def test_peak_lookup_and_utilisation(monkeypatch):
     monkeypatch.delenv("KDBENCH_PEAK_TFLOPS", raising=False)
     assert spec_peak_flops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4e12)

@@ -14,8 +14,10 @@ from kdbench.config import Config
 from kdbench.errors import UserError
 from kdbench.launchers import executor_parameters, groups_of, local_gpus, visible_gpus, worker_gpus
 
-ARGS = ["run", "--suite", "smoke", "--benchmarks", "game2real", "--pairs", "tiny-f2f", "--methods",
-        "student-only,kd", "--seeds", "0,1", "--set", "train.threads=1"]
+# --device cpu: local workers on CPU (one GPU would make one worker) with scores equal to the inline run's, bit for
+# bit, which holds for CPU fp32 kernels (docs/performance.md, "On a GPU")
+ARGS = ["run", "--suite", "smoke", "--device", "cpu", "--benchmarks", "game2real", "--pairs", "tiny-f2f",
+        "--methods", "student-only,kd", "--seeds", "0,1", "--set", "train.threads=1"]
 
 
 def scores(root: Path) -> list[tuple]:
@@ -102,9 +104,9 @@ def test_slurm_without_a_cluster_is_a_one_line_error(tmp_path):
 def test_a_run_on_two_processes_inside_a_local_job(tmp_path):
     """``--launcher local --nproc 2``: the job's two tasks are one run's DDP processes (gloo here), which follow the
     one-process trajectory at the same global batch; rank 0 alone writes and prints."""
-    args = ["run", "--suite", "smoke", "--benchmarks", "game2real", "--pairs", "tiny-f2f", "--methods", "kd",
-            "--seeds", "0", "--set", "train.steps=6", "--set", "train.batch_size=8", "--set", "train.log_every=1",
-            "--set", "train.threads=1"]
+    args = ["run", "--suite", "smoke", "--device", "cpu", "--benchmarks", "game2real", "--pairs", "tiny-f2f",
+            "--methods", "kd", "--seeds", "0", "--set", "train.steps=6", "--set", "train.batch_size=8",
+            "--set", "train.log_every=1", "--set", "train.threads=1"]
     one = invoke(*args, "--out", str(tmp_path / "one"))
     assert one.exit_code == 0, one.output
     two = invoke(*args, "--out", str(tmp_path / "two"), "--launcher", "local", "--nproc", "2",

@@ -11,7 +11,7 @@ RECORD_FIELDS = {
     "suite", "benchmark", "pair", "pair_kind", "teacher", "student", "method", "hparams", "seed", "domain", "role",
     "miou", "per_class_iou", "images", "protocol", "train_steps", "wall_s", "peak_memory_mb", "device",
     "precision", "versions", "git_commit", "checkpoint", "prepare_s", "teacher_digest", "student_init_digest",
-    "trial", "split",
+    "trial", "split", "eval_s",
 }
 
 
@@ -34,6 +34,7 @@ def test_smoke_run_records_report_and_skip(tmp_path):
     assert len(recs) == 2 * (2 * 3 * 4 + 2 * 3 * 3)
     assert sorted(r["split"] for r in recs) == ["test"] * (len(recs) // 2) + ["val"] * (len(recs) // 2)
     assert all(set(r) >= RECORD_FIELDS for r in recs)
+    assert all(r["eval_s"] > 0 for r in recs)
     kd = [r for r in recs if r["method"] == "kd" and r["benchmark"] == "game2real" and r["pair"] == "tiny-f2l"]
     assert {r["domain"]: r["role"] for r in kd} == {"game": "source", "city": "target", "dashcam": "target",
                                                      "street": "target"}

@@ -88,6 +88,19 @@ def check_batch(batch_size: int, info: DistInfo) -> None:
         raise UserError(f"train.batch_size={batch_size} must be divisible by the number of processes ({info.world})")
 
 
+def check_process_gpus(processes: int, device: str) -> None:
+    """One run on ``processes`` DDP processes takes one GPU each wherever it runs on GPUs (``device`` auto with a
+    GPU visible, or cuda): refuse more processes than GPUs visible, before any process starts."""
+    import torch
+
+    if processes <= 1 or device == "cpu" or not torch.cuda.is_available():
+        return
+    visible = torch.cuda.device_count()
+    if processes > visible:
+        raise UserError(f"--nproc {processes} trains on one GPU per process, but {visible} GPU(s) are visible here; "
+                        f"use --nproc {visible} or fewer, or --device cpu (gloo processes)")
+
+
 def shard(batch: Batch, info: DistInfo) -> Batch:
     """This process's contiguous slice of the global batch (a batch its loader already sharded stays as it is)."""
     if not info.enabled or batch.meta.get("sharded"):

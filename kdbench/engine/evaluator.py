@@ -61,6 +61,8 @@ class DomainScore:
     per_class_iou: list[float | None]
     images: int
     confusion: torch.Tensor
+    #: wall seconds the scoring took (set by the caller that timed it)
+    seconds: float | None = None
 
 
 def predict_logits(model: Segmentor, images: torch.Tensor, protocol: Protocol) -> torch.Tensor:

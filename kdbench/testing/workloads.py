@@ -4,7 +4,7 @@ benchmarks (``benchmarks/``) measure, through the same ``train_steps`` a run use
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -37,15 +37,18 @@ class StepWorkload:
         self.step_fn = self.step_fn or method_step(self.method, self.stage)
         self.groups = stage_groups(self.method, self.stage, self.cfg)
 
-    def run(self, steps: int = 1, batches: Iterator[Batch] | None = None) -> None:
-        """``steps`` steps on the fixed batch, or on ``batches`` where given."""
+    def run(self, steps: int = 1, batches: Iterator[Batch] | None = None, runtime: Runtime | None = None) -> None:
+        """``steps`` steps on the fixed batch, or on ``batches`` where given (under ``runtime``, the workload's
+        own unless given)."""
         batches = batches if batches is not None else iter(lambda: self.batch, None)
-        train_steps(self.step_fn, self.groups, batches, steps, self.cfg, self.runtime, "benchmark",
+        train_steps(self.step_fn, self.groups, batches, steps, self.cfg, runtime or self.runtime, "benchmark",
                     log=lambda row: None)
 
     def flops(self) -> int:
-        """FLOPs of one step (forward passes and backward), counted."""
-        return counted_flops(lambda: self.run(1))
+        """FLOPs of one step (forward passes and backward), counted with autocast off: a count does not depend on
+        the precision, and torch 2.11's counter fails under CUDA autocast (it decomposes ``conv2d`` past autocast's
+        cast, so a bf16 input meets an fp32 bias; seen on an H200)."""
+        return counted_flops(lambda: self.run(1, runtime=replace(self.runtime, amp_dtype=None)))
 
     def with_step(self, make_step: Callable[[Method, Stage], StepFn]) -> StepWorkload:
         return StepWorkload(self.method, self.stage, self.batch, self.cfg, self.runtime, make_step(self.method,
