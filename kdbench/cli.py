@@ -99,6 +99,8 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
         check_search_spaces,
         check_teacher_cache,
         check_teacher_weights,
+        check_tensorboard,
+        check_token_grids,
         check_writable,
         resolve_config,
         selections,
@@ -138,10 +140,12 @@ def run(config_file, suite, methods, pairs, benchmarks, seeds, preset, data_root
     check_batch(cfg.train.batch_size, info)
     echo = click.echo if info.is_main else _silent
     check_compatible(method_names, pair_names)
+    check_token_grids(method_names, pair_names, cfg.data.image_size)
     check_search_spaces(method_names)
     check_teacher_weights(cfg, pair_names)
     check_data_root(cfg, suite_obj, bench_names)
     check_teacher_cache(cfg, suite_obj, bench_names, pair_names, method_names)
+    check_tensorboard(cfg)
     out_dir = Path(cfg.out)
     if dry_run:
         _print_plan(cfg, suite_obj, expand(cfg, suite_obj, bench_names, pair_names, method_names), out_dir)
@@ -219,8 +223,9 @@ def _print_plan(cfg, suite, jobs, out_dir: Path) -> None:
 @cli.command()
 @click.argument("results_dir", type=click.Path(file_okay=False))
 @click.option("--out", help="Where to write the report (default: into RESULTS_DIR).")
-@click.option("--format", "formats", default="md,csv,tex,png,svg", show_default=True,
-              help="Comma-separated outputs: md (report.md), csv and tex (tables), png and svg (plots).")
+@click.option("--format", "formats", default="md,html,csv,tex,png,svg", show_default=True,
+              help="Comma-separated outputs: md (report.md), html (report.html, self-contained), csv and tex "
+                   "(tables), png and svg (plots).")
 @click.option("--methods", help="Only these methods (comma-separated); the teacher and student-only rows stay.")
 @click.option("--pairs", help="Only these teacher->student pairs (comma-separated).")
 @click.option("--benchmarks", help="Only these benchmarks (comma-separated).")

@@ -147,6 +147,9 @@ class TrainConfig:
     #: the frozen teacher's outputs on a fixed input set computed once and looked up (``auto``: exactly where a
     #: stage's inputs are a fixed set; ``on``: refuse a sweep where one is not; ``off``: the teacher runs every step)
     teacher_cache: str = setting("auto", identity=NO, choices="kdbench.engine.teacher_cache:MODES")
+    #: TensorBoard event files of every logged step and the final mIoU, in each run's ``tensorboard/``
+    #: (``kdbench.engine.tensorboard``; the ``tb`` extra): watching changes no result
+    tensorboard: bool = setting(False, identity=NO)
     #: per-stage overrides by stage name: ``steps`` or ``epochs`` (passes over the stage's data), ``batch_size``,
     #: ``lr``, ``schedule``, ``warmup``, ``backbone_lr_mult`` (the paper's stage 1 and stage 2 differ in all of them)
     stages: dict[str, dict[str, Any]] = setting({}, identity=LATER, later_default={})

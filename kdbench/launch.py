@@ -28,13 +28,16 @@ from kdbench.data.loaders import FixedInputs, StageData
 from kdbench.data.real.holdout import RULE as HOLDOUT_RULE
 from kdbench.data.sources import domain_classes, is_real
 from kdbench.data.synthetic import Split, make_split
+from kdbench.engine.cost import eval_input_size, forward_gflops, images_per_second
 from kdbench.engine.distributed import barrier, current, main_process_first
 from kdbench.engine.evaluator import DomainScore, Protocol, evaluate, evaluate_loader, get_protocol
+from kdbench.engine.predictions import SAMPLES, save_predictions, test_samples
 from kdbench.engine.preemption import Preempted, hand_over, requested, stop_on_signals
 from kdbench.engine.progress import run_label
 from kdbench.engine.resume import ResumePoint, RunCheckpoint
 from kdbench.engine.runtime import Runtime, apply_speed_options, seed_everything
 from kdbench.engine.teacher_cache import StageTables, TeacherCache, TeacherTable, cached_stages
+from kdbench.engine.tensorboard import live_curves, live_scores
 from kdbench.engine.trainer import TrainingError, stage_config, train_method
 from kdbench.errors import UserError
 from kdbench.method import METHODS, Method, RunContext
@@ -206,19 +209,19 @@ class Workspace:
         domain = get_domain(source)
         return StageData(self.split(source, "train"), domain.scene, self.cfg.data.image_size, self.runtime.device)
 
-    def score(self, model: Segmentor, domain: str, split: str = "test") -> DomainScore:
+    def score(self, model: Segmentor, domain: str, split: str = "test", keep: int = 0) -> DomainScore:
         """``model``'s mIoU on ``domain``'s ``test`` (or ``val``) split under the sweep's protocol, with the wall
-        seconds it took."""
+        seconds it took and its first ``keep`` predictions."""
         start = time.perf_counter()
         if is_real(domain):
             loaders = {"test": self.real.eval_loader, "val": self.real.val_loader}
             if split not in loaders:
                 raise UserError(f"{domain}: no split {split!r}; real datasets have test and val splits")
             score = evaluate_loader(model, loaders[split](domain), len(domain_classes(domain)), self.protocol,
-                                    self.runtime, desc=f"eval {domain} ({split})")
+                                    self.runtime, desc=f"eval {domain} ({split})", keep=keep)
         else:
             score = evaluate(model, self.split(domain, split), self.protocol, self.cfg.eval.batch_size,
-                             self.runtime, desc=f"eval {domain} ({split})")
+                             self.runtime, desc=f"eval {domain} ({split})", keep=keep)
         return dataclasses.replace(score, seconds=time.perf_counter() - start)
 
     def has_val(self, domain: str) -> bool:
@@ -316,9 +319,10 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
             return data.batches(stage.data, stage_config(stage, cfg.train, data.size).batch_size, job.seed)
 
         tables = ws.teacher_tables(method, job.pair, bench.source, data)
-        with run_label(job.label):
+        curves = live_curves(rd.log_metrics if ranks.is_main else None, rd.path, method, cfg.train, data.size, resume)
+        with run_label(job.label), curves as log:
             results = train_method(method, batches_for, cfg.train, ws.runtime,
-                                   log=rd.log_metrics if ranks.is_main else None,
+                                   log=log,
                                    on_stage_end=save_stage if ranks.is_main else None,
                                    checkpoint=RunCheckpoint(rd.path, cfg.train.checkpoint_every,
                                                             writer=ranks.is_main),
@@ -327,15 +331,20 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
         info = {"train_steps": sum(r.steps for r in results),
                 "stages": [{"name": r.name, "steps": r.steps, "wall_s": round(r.wall_s, 2),
                             "teacher_cached": r.name in tables.cached} for r in results],
-                "extra_params": method.extra_parameter_count()}
+                "extra_params": method.extra_parameter_count(),
+                "train_images_per_s": _rounded(images_per_second(results, {
+                    s.name: stage_config(s, cfg.train, data.size).batch_size for s in method.stages()}), 2)}
         model = method.student
     train_wall = time.perf_counter() - start
     if not ranks.is_main:  # rank 0 evaluates and writes
         return []
-    scores = {(d, "test"): ws.score(model, d) for d in bench.domains}
+    scores = {(d, "test"): ws.score(model, d, keep=SAMPLES) for d in bench.domains}
     scores.update({(d, "val"): ws.score(model, d, "val") for d in bench.domains if ws.has_val(d)})
+    save_predictions(rd.path, {d: scores[d, "test"].predictions for d in bench.domains},
+                     test_samples(ws) if job.method == TEACHER else None)
     peak = (torch.cuda.max_memory_allocated(ws.runtime.device) if ws.runtime.device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    flops_input = eval_input_size(ws.protocol, cfg.data.image_size, any(is_real(d) for d in bench.domains))
     common = {
         "suite": ws.suite.name, "benchmark": bench.name, "pair": job.pair.name, "pair_kind": job.pair.kind,
         "teacher": job.pair.teacher, "student": job.pair.student if job.method != TEACHER else job.pair.teacher,
@@ -344,6 +353,7 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
         "protocol": ws.protocol.name,
         "protocol_caption": ws.protocol.caption(), "checkpoint": "last", **info,
         "student_params": sum(p.numel() for p in model.parameters()),
+        "gflops": forward_gflops(model, flops_input), "flops_input": flops_input,
         "wall_s": round(time.perf_counter() - start, 2), "train_wall_s": round(train_wall, 2),
         "prepare_s": round(prepare, 2),
         "images_without_labels": ws.real.images_without_labels(bench.domains)
@@ -357,6 +367,10 @@ def execute(job: Job, cfg: Config, ws: Workspace, rd: RunDir, resume: ResumePoin
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return [score_record(common, bench, d, split, s) for (d, split), s in scores.items()]
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def score_record(common: dict[str, Any], bench: Benchmark, domain: str, split: str, score: DomainScore
@@ -461,6 +475,7 @@ def _run_jobs(jobs: list[Job], cfg: Config, suite: Suite, runtime: Runtime, out:
             echo(f"{prefix} {job.label}: FAILED: {exc}")
         else:
             if info.is_main:
+                live_scores(cfg.train, rd.path, records)
                 rd.finish(records)
                 echo(f"{prefix} {summary_line(job, records)}")
             counts["done"] += 1

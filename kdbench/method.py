@@ -126,6 +126,9 @@ class Method(nn.Module):
     student_kinds: ClassVar[frozenset[str]] = frozenset({"vit", "cnn"})
     teacher_kinds: ClassVar[frozenset[str]] = frozenset({"vit", "cnn"})
     ablation_of: ClassVar[str | None] = None
+    #: True where a ViT student's patch tokens must lie on the teacher's token grid (the method pairs them token
+    #: for token); a pair whose grids differ at the run's image size is refused before any work
+    same_grid: ClassVar[bool] = False
     #: a reference row's role (``kdbench.record.REFERENCE_ROLES``: "baseline" for the no-distillation baseline the
     #: Δ columns measure against, "reference" for a row shown but never ranked); "" for a compared method
     reference: ClassVar[str] = ""

@@ -56,6 +56,13 @@ class Record:
     #: the method's own trainable parameters (adapters, projectors); None: not counted when the run was recorded
     extra_params: int | None = None
     student_params: int | None = None
+    #: GFLOPs of one forward of the row's model (the teacher in its own row) on one image of ``flops_input`` pixels
+    #: square, fp32 (``kdbench.engine.cost``); None: not counted when the run was recorded
+    gflops: float | None = None
+    #: the side of the square input ``gflops`` was counted on: the image (whole-image) or one window (sliding)
+    flops_input: int | None = None
+    #: images the training stages drew per wall second of them; None: the teacher row, or not measured
+    train_images_per_s: float | None = None
     wall_s: float | None = None
     train_wall_s: float | None = None
     prepare_s: float | None = None

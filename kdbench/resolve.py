@@ -91,6 +91,23 @@ def check_compatible(methods: list[str], pairs: list[str]) -> None:
                     raise UserError(f"{problem} (pair {pair_name!r} has {model})")
 
 
+def check_token_grids(methods: list[str], pairs: list[str], image_size: int) -> None:
+    """A method that pairs tokens one for one (``Method.same_grid``) on a pair of ViTs whose token grids differ at
+    ``image_size`` (another patch size, say) is refused before any work, naming both grids."""
+    from kdbench.models.grid import token_grid
+    from kdbench.models.zoo import MODELS
+
+    for method in (m for m in methods if METHODS.get(m).same_grid):
+        for pair_name in pairs:
+            pair = PAIRS.get(pair_name)
+            student, teacher = (token_grid(MODELS.get(m), image_size) for m in (pair.student, pair.teacher))
+            if student and teacher and student != teacher:
+                raise UserError(f"method {method!r} pairs student and teacher tokens one for one, but pair "
+                                f"{pair_name!r} puts them on different grids at data.image_size={image_size}: "
+                                f"student {pair.student} {student[0]}×{student[1]}, teacher {pair.teacher} "
+                                f"{teacher[0]}×{teacher[1]}; choose models with the same patch size")
+
+
 def check_search_spaces(methods: list[str]) -> None:
     """Every selected method's search space must name its own hyper-parameters with possible ranges (checked
     whatever ``search.trials``: a plugin's broken space is found on its first sweep, not its first search)."""
@@ -146,6 +163,14 @@ def check_data_root(cfg: Config, suite: Suite, benchmarks: list[str]) -> None:
     if real and not cfg.data.root and not cfg.data.paths:
         raise UserError(f"suite {suite.name} reads real datasets ({', '.join(dict.fromkeys(real))}): give "
                         f"--data-root DIR (or data.root / data.paths.<dataset>)")
+
+
+def check_tensorboard(cfg: Config) -> None:
+    """``train.tensorboard=true`` needs the tensorboard package, looked up (not imported) before any work."""
+    from kdbench.engine.tensorboard import available
+
+    if cfg.train.tensorboard and not available():
+        raise UserError("train.tensorboard=true needs the tensorboard package: pip install 'kdbench[tb]'")
 
 
 def check_writable(out: Path) -> None:

@@ -148,6 +148,7 @@ class GKD(Method):
                     "mask_ratio": Uniform(0.25, 0.75), "distill_lr": LogUniform(1e-4, 2e-3),
                     "proxy_steps": Choice((150, 300, 600)), "distill_steps": Choice((150, 300, 600))}
     teacher_kinds = frozenset({"vit"})
+    same_grid = True
     head_class: type[nn.Module] = QSD
     single_stage = False
 

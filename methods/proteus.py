@@ -63,6 +63,7 @@ class Proteus(Method):
                     "mask_ratio": Uniform(0.25, 0.75)}
     student_kinds = frozenset({"vit"})
     teacher_kinds = frozenset({"vit"})
+    same_grid = True
 
     @classmethod
     def teacher_taps(cls, hp) -> frozenset[str]:

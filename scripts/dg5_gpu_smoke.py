@@ -21,12 +21,20 @@ import sys
 import time
 from pathlib import Path
 
-from kdbench.models.zoo import PAIRS
+from kdbench.models.zoo import MODELS, PAIRS
 from kdbench.testing.fixtures import make_all
 from kdbench.testing.weights import write_official_weights
+from kdbench.testing.zoo_weights import write_weights
 
 PAIR_METHODS = {"f2f-dinov2-l-b": "gkd,cwd", "f2f-dinov2-b-s": "gkd,cwd", "f2l-dinov2-l-deit-b": "gkd,cwd",
-                "f2l-dinov2-b-deit-s": "gkd,cwd", "f2l-dinov2-b-resnet50": "cwd"}
+                "f2l-dinov2-b-deit-s": "gkd,cwd", "f2l-dinov2-b-resnet50": "cwd", "f2f-eva02-l-b": "gkd,cwd",
+                "f2f-eva02-b-s": "gkd,cwd"}
+
+
+def random_weights(model: str, path: Path) -> Path:
+    """``model``'s random weights in its official file layout (timm-built families through the zoo's writer)."""
+    spec = MODELS.get(model)
+    return write_weights(spec, path) if spec.backend == "timm" else write_official_weights(model, path)
 
 
 def main() -> None:
@@ -44,7 +52,7 @@ def main() -> None:
     rows = []
     for pair_name, methods in pairs.items():
         pair = PAIRS.get(pair_name)
-        files = {m: write_official_weights(m, weights / f"{m}.pth") for m in (pair.teacher, pair.student)}
+        files = {m: random_weights(m, weights / f"{m}.pth") for m in (pair.teacher, pair.student)}
         for bench in args.benchmarks.split(","):
             out = args.out / "results"
             command = [sys.executable, "-m", "kdbench", "run", "--suite", "dg5", "--preset", "paper",

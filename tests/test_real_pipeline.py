@@ -24,6 +24,7 @@ from kdbench.engine.runtime import resolve_runtime
 from kdbench.engine.trainer import stage_config
 from kdbench.errors import UserError
 from kdbench.method import Stage
+from kdbench.testing.toy_models import LeftHalfIsOne
 
 
 @pytest.mark.parametrize(("size", "scale", "expected"), [
@@ -147,21 +148,10 @@ def test_unlabelled_stream_uses_the_stage1_view(tmp_path):
     assert batch.images.shape == (2, 3, 32, 32) and batch.labels is None
 
 
-class _Constant(torch.nn.Module):
-    """A 'model' whose logits favour class 1 in the left half of its input window, class 0 elsewhere."""
-
-    def forward(self, images):
-        b, _, h, w = images.shape
-        logits = torch.zeros(b, 2, h, w)
-        logits[:, 1, :, : w // 2] = 1.0
-        logits[:, 0, :, w // 2:] = 1.0
-        return type("Out", (), {"logits": logits})()
-
-
 def test_slide_windows_follow_mmseg_and_batching_changes_nothing():
     images = torch.randn(1, 3, 40, 70)
-    one = slide_logits(_Constant(), images, crop=32, stride=21, windows_per_pass=1)
-    many = slide_logits(_Constant(), images, crop=32, stride=21, windows_per_pass=8)
+    one = slide_logits(LeftHalfIsOne(), images, crop=32, stride=21, windows_per_pass=1)
+    many = slide_logits(LeftHalfIsOne(), images, crop=32, stride=21, windows_per_pass=8)
     assert torch.equal(one, many)
     # mmseg: n = max(L - crop + stride - 1, 0) // stride + 1 windows per axis; every pixel covered
     rows, cols = (40 - 32 + 20) // 21 + 1, (70 - 32 + 20) // 21 + 1
@@ -177,7 +167,7 @@ def test_scores_are_computed_at_label_resolution(tmp_path):
     Image.fromarray(truth).save(label)
     dataset = EvalImages([ImageItem(image, label)], _read_image, _read_label, test_scale=(80, 40))
     assert dataset[0][0].shape == (3, 40, 80) and dataset[0][1].shape == (20, 40)
-    score = evaluate_loader(_Constant(), torch.utils.data.DataLoader(dataset, batch_size=1), 2,
+    score = evaluate_loader(LeftHalfIsOne(), torch.utils.data.DataLoader(dataset, batch_size=1), 2,
                             get_protocol("whole"), resolve_runtime("cpu", "off"))
     assert score.miou == pytest.approx(100.0) and score.images == 1
 

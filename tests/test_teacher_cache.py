@@ -29,7 +29,8 @@ BASE = ["run", "--suite", "smoke", "--device", "cpu", "--benchmarks", "game2real
         "--set", "train.steps=20", "--set", "train.log_every=1"]
 #: every tap kind: logits (kd, cwd), tokens (gkd, proteus), blocks + tokens (vitkd), features (fitnet)
 METHODS_ALL_TAPS = "kd,cwd,gkd,proteus,vitkd,fitnet"
-TIMING = {"wall_s", "train_wall_s", "prepare_s", "created", "peak_memory_mb", "stages", "git_commit", "eval_s"}
+TIMING = {"wall_s", "train_wall_s", "prepare_s", "created", "peak_memory_mb", "stages", "git_commit", "eval_s",
+          "train_images_per_s"}
 
 
 def invoke(*args: str):

@@ -109,11 +109,22 @@ def test_a_run_on_a_composed_pair_of_two_families(zoo, tmp_path, monkeypatch):
     ("tiny-vit-b:tiny-vit-s:F3F", "gkd", ("pair kind 'F3F' is not one of F2F, F2L",)),
     ("tiny-vit-b:", "gkd", ("must be TEACHER:STUDENT",)),
     ("convnext-t:tiny-vit-s", "proteus", ("does not support cnn teachers", "convnext-t")),
+    # patch 4 against patch 16 at 16 px: 4×4 teacher tokens against 1×1 student tokens (kd reads logits: no grid)
+    ("tiny-vit-b:tiny-deit", "kd,gkd", ("method 'gkd' pairs student and teacher tokens one for one",
+                                        "student tiny-deit 1×1, teacher tiny-vit-b 4×4", "data.image_size=16")),
+    ("tiny-vit-b:tiny-deit", "proteus", ("method 'proteus' pairs", "student tiny-deit 1×1")),
 ])
 def test_impossible_pairs_fail_in_the_pre_flight(pairs, methods, fragments, tmp_path):
     result = invoke("run", "--suite", "smoke", "--pairs", pairs, "--methods", methods, "--out", str(tmp_path / "o"))
     one_line_error(result, *fragments)
     assert not (tmp_path / "o").exists()
+
+
+def test_token_grids_are_known_before_any_weights():
+    from kdbench.models.grid import token_grid
+
+    assert token_grid(MODELS.get("dinov2-l"), 512) == (32, 32)  # patch 14 resampled to the protocol's 16
+    assert token_grid(MODELS.get("tiny-vit-b"), 16) == (4, 4) and token_grid(MODELS.get("resnet50"), 512) is None
 
 
 def test_a_missing_cache_entry_names_the_repo_and_the_command(zoo, tmp_path, monkeypatch):

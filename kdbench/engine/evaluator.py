@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kdbench.data.synthetic import Split, to_float
-from kdbench.engine.metrics import confusion_matrix, iou_per_class, mean_iou
+from kdbench.engine.metrics import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou
 from kdbench.engine.runtime import Runtime
 from kdbench.errors import UserError
 from kdbench.models.segmentor import Segmentor
@@ -63,6 +65,9 @@ class DomainScore:
     confusion: torch.Tensor
     #: wall seconds the scoring took (set by the caller that timed it)
     seconds: float | None = None
+    #: the predicted class maps (H×W uint8 at label resolution, 255 where the label is ignored) of the first
+    #: ``keep`` images scored, in split order (``kdbench.engine.predictions`` saves them)
+    predictions: tuple[np.ndarray, ...] = ()
 
 
 def predict_logits(model: Segmentor, images: torch.Tensor, protocol: Protocol) -> torch.Tensor:
@@ -97,16 +102,28 @@ def slide_logits(model: Segmentor, images: torch.Tensor, crop: int, stride: int,
 
 @torch.inference_mode()
 def evaluate(model: Segmentor, split: Split, protocol: Protocol, batch_size: int, runtime: Runtime,
-             desc: str = "eval") -> DomainScore:
+             desc: str = "eval", keep: int = 0) -> DomainScore:
+    """Score a synthetic split in batches; ``keep``: how many of its first predictions to hand back."""
     model.eval()
     k = len(split.classes)
     confusion = torch.zeros(k, k, dtype=torch.long)
+    kept: list[np.ndarray] = []
     for start in tqdm(range(0, len(split), batch_size), desc=desc, leave=False, disable=None):
         images = to_float(split.images[start:start + batch_size]).to(runtime.device)
         with runtime.autocast():
             pred = predict_logits(model, images, protocol).argmax(1)
-        confusion += confusion_matrix(pred, split.labels[start:start + batch_size].to(pred.device), k)
-    return domain_score(confusion, len(split))
+        labels = split.labels[start:start + batch_size].to(pred.device)
+        confusion += confusion_matrix(pred, labels, k)
+        kept += _kept(pred, labels, keep - len(kept))
+    return dataclasses.replace(domain_score(confusion, len(split)), predictions=tuple(kept))
+
+
+def _kept(pred: torch.Tensor, labels: torch.Tensor, wanted: int) -> list[np.ndarray]:
+    """The first ``wanted`` predicted maps of a batch as uint8 arrays, 255 where the label is ignored."""
+    if wanted <= 0:
+        return []
+    pred, labels = pred[:wanted], labels[:wanted]
+    return list(torch.where(labels == IGNORE_INDEX, IGNORE_INDEX, pred).to(torch.uint8).cpu().numpy())
 
 
 def domain_score(confusion: torch.Tensor, images: int) -> DomainScore:
@@ -119,17 +136,21 @@ def domain_score(confusion: torch.Tensor, images: int) -> DomainScore:
 
 @torch.inference_mode()
 def evaluate_loader(model: Segmentor, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
-                    protocol: Protocol, runtime: Runtime, desc: str = "eval") -> DomainScore:
+                    protocol: Protocol, runtime: Runtime, desc: str = "eval", keep: int = 0) -> DomainScore:
     """Score real images one at a time: logits of the (test-resized) image, resized bilinearly to its label's
-    resolution, argmax; confusion summed over the split (mmseg's ``IoUMetric`` per dataset)."""
+    resolution, argmax; confusion summed over the split (mmseg's ``IoUMetric`` per dataset). ``keep``: how many
+    of the first predictions (at label resolution) to hand back."""
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     images = 0
+    kept: list[np.ndarray] = []
     for image, label in tqdm(loader, desc=desc, leave=False, disable=None):
         image = image.to(runtime.device, non_blocking=True)
         with runtime.autocast():
             logits = predict_logits(model, image, protocol)
         logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
-        confusion += confusion_matrix(logits.argmax(1), label.to(logits.device).long(), num_classes).cpu()
+        pred, label = logits.argmax(1), label.to(logits.device).long()
+        confusion += confusion_matrix(pred, label, num_classes).cpu()
+        kept += _kept(pred, label, keep - len(kept))
         images += image.shape[0]
-    return domain_score(confusion, images)
+    return dataclasses.replace(domain_score(confusion, images), predictions=tuple(kept))

@@ -29,6 +29,7 @@ from kdbench.report.frames import (
     suite_benchmark_order,
     targets_by_benchmark,
 )
+from kdbench.report.html import write_html
 from kdbench.report.per_class import class_tables
 from kdbench.report.per_class import to_csv as per_class_csv
 from kdbench.report.per_class import to_markdown as per_class_markdown
@@ -38,17 +39,21 @@ from kdbench.report.significance import welch_interval
 from kdbench.report.tables import MEAN_OOD, PaperTable, best_baseline, paper_table
 from kdbench.results import atomic_write_text
 
-FORMATS = ("md", "csv", "tex", "png", "svg")
+FORMATS = ("md", "html", "csv", "tex", "png", "svg")
 TABLE_FORMATS = ("md", "csv", "tex")
 
 
 @dataclass
 class Report:
-    """What ``write_report`` wrote: ``report.md`` (``None`` unless "md" was asked for), every file, the tables."""
+    """What ``write_report`` wrote: ``report.md`` (``None`` unless "md" was asked for), every file, the tables,
+    ``report.html`` (``None`` unless "html" was asked for)."""
 
     markdown: Path | None
     files: list[Path] = field(default_factory=list)
     tables: list[tuple[str, PaperTable]] = field(default_factory=list)
+    #: the plots' notes already said (a figure without files, ``kdbench.report.figures.Figure``)
+    notes: set[str] = field(default_factory=set)
+    html: Path | None = None
 
 
 def method_families() -> dict[str, str]:
@@ -135,14 +140,13 @@ def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] =
         raise UserError(f"no finished runs under {root}")
     report = Report(out / "report.md" if "md" in formats else None)
     if results.records.empty:  # every run failed: the report is the list of reasons
-        if report.markdown is None:
+        if report.markdown is None and "html" not in formats:
             raise UserError(f"no finished runs under {root}, {len(results.failures)} failed (first: "
                             f"{results.failures[0]['run']}: {results.failures[0]['reason']}); add --format md "
-                            "for the list")
+                            "or html for the list")
         lines = [f"# kdbench report: {root}", "", f"No finished runs, {len(results.failures)} failed.", "",
                  *_problems(results, results.records)]
-        atomic_write_text(report.markdown, "\n".join(lines))
-        report.files.append(report.markdown)
+        _write_documents(report, lines, out, formats)
         return report
     records = _narrow(results.records, "methods", "method", methods,
                       keep=tuple(results.records[results.records.reference != ""].method.unique()))
@@ -177,10 +181,18 @@ def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] =
                                           methods is not None, rule)
         lines += _sensitivity_table(sensitivity(scores))
     lines += _problems(results, records)
+    _write_documents(report, lines, out, formats)
+    return report
+
+
+def _write_documents(report: Report, lines: list[str], out: Path, formats: tuple[str, ...]) -> None:
+    """``report.md`` and ``report.html`` (the same text as a page, ``kdbench.report.html``), those asked for."""
     if report.markdown is not None:
         atomic_write_text(report.markdown, "\n".join(lines))
         report.files.append(report.markdown)
-    return report
+    if "html" in formats:
+        report.html = write_html(out / "report.html", "\n".join(lines), out)
+        report.files.append(report.html)
 
 
 def _chosen_table(view: RuleView) -> list[str]:
@@ -249,7 +261,7 @@ def _setting_section(suite: str, setting: str, scores: pd.DataFrame, records: pd
                    f"{provenance}.{chosen_by}")
         name = _slug(suite, setting, *([rule] if rule else []), pair)
         lines += [f"### {pair} ({kind}): {teacher} → {student}", "", f"*{caption}*", ""]
-        if "md" in formats:
+        if "md" in formats or "html" in formats:
             lines += [to_markdown(table), ""]
         for fmt, text in (("csv", lambda t=table: to_csv(t)),
                           ("tex", lambda t=table, c=caption, n=name: to_latex(t, c, f"tab:{n}"))):
@@ -278,7 +290,7 @@ def _per_class(scores: pd.DataFrame, records: pd.DataFrame, out: Path, name: str
     if not tables:
         return []
     links = []
-    if "md" in formats:
+    if "md" in formats or "html" in formats:
         path = out / "per-class" / f"{name}.md"
         heading = f"# Per-class IoU: {suite}{f' ({setting})' if setting else ''}, pair {pair}"
         intro = ("Mean IoU (%) over seeds of every class on each target domain (test split); bold: the best value "
@@ -330,7 +342,10 @@ def _figure_lines(view: PlotInput, scope: str, out: Path, shown: str | None, rep
             continue
         links = [f"[{f.link}]({_rel(f.paths[0].with_suffix(''), out, shown)})" for f in figures if f.link]
         for figure in figures:
-            if not figure.link:
+            if not figure.paths:  # a note (figures.Figure), said once per report
+                lines += [] if figure.caption in report.notes else [figure.caption, ""]
+                report.notes.add(figure.caption)
+            elif not figure.link:
                 lines += [f"![{figure.alt}]({_rel(figure.paths[0].with_suffix(''), out, shown)})", "",
                           f"*{figure.caption}*", ""]
         if links:

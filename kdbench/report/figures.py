@@ -5,7 +5,7 @@ declares: once per suite and setting (``scope="setting"``: every pair's runs) or
 an entry point in the ``kdbench.plots`` group that names its :class:`Plot` (docs/report.md).
 
 The built-in plots wrap :mod:`kdbench.report.plots`: the ID-vs-OOD scatter, the radar and bar charts, and the
-training-loss curves.
+training-loss curves; :mod:`kdbench.report.grids` registers the qualitative grids (imported with the package).
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ class PlotInput:
 @dataclass(frozen=True)
 class Figure:
     """One drawn figure: its files, and how report.md shows it: embedded with ``alt`` and ``caption``, or, where
-    ``link`` is set, as a link named ``link`` in one line with the plot's other linked figures."""
+    ``link`` is set, as a link named ``link`` in one line with the plot's other linked figures. A figure without
+    files is a note: its ``caption`` as a line of report.md, once however many scopes return it (a plot saying
+    why it drew nothing)."""
 
     paths: list[Path]
     alt: str = ""

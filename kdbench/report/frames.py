@@ -26,6 +26,9 @@ from kdbench.errors import UserError
 from kdbench.results import CONFIG, load_records
 
 SHARED_SECTIONS = ("data", "eval", "pretrain")
+#: what a run cost, as its records give it (``kdbench.record.Record``): parameters of the row's model and of the
+#: method's own modules, GFLOPs of one evaluation forward, training images per second
+COST_FIELDS = ("student_params", "extra_params", "gflops", "train_images_per_s")
 
 
 @dataclass
@@ -90,7 +93,8 @@ def run_scores(records: pd.DataFrame, family: dict[str, str] | None = None) -> p
     label), base (the registered method), reference (the row's reference role, ``kdbench.record.REFERENCE_ROLES``;
     "" for a compared method), family (the method an ablation ablates, else the method), seed,
     in-domain, out-of-domain, one per target domain, train_s, run_path, teacher_digest, device, precision, trial
-    (0: the defaults), hparams (the run's hyper-parameters as sorted JSON). Validation rows are left out."""
+    (0: the defaults), hparams (the run's hyper-parameters as sorted JSON), and the cost fields of
+    :data:`COST_FIELDS` (NaN where the run did not record them). Validation rows are left out."""
     family = family or {}
     records = test_rows(records)
     runs = []
@@ -111,12 +115,18 @@ def run_scores(records: pd.DataFrame, family: dict[str, str] | None = None) -> p
                "train_s": _train_seconds(first.stages), "run_path": path,
                "teacher_digest": first.teacher_digest, "device": first.device,
                "precision": first.precision, "_shared": shared, "_train": train, "trial": int(first.trial),
-               "_hparams": first.hparams if isinstance(first.hparams, dict) else {}}
+               "_hparams": first.hparams if isinstance(first.hparams, dict) else {},
+               **{name: _measured(first.get(name)) for name in COST_FIELDS}}
         row.update({r.domain: float(r.miou) for r in targets.itertuples()})
         runs.append(row)
     if not runs:
         return pd.DataFrame()
     return _label_methods(_assign_settings(runs))
+
+
+def _measured(value: Any) -> float:
+    """A recorded count or measure as a float; NaN where it was not recorded."""
+    return float("nan") if value is None or pd.isna(value) else float(value)
 
 
 def test_rows(records: pd.DataFrame) -> pd.DataFrame:

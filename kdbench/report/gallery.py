@@ -134,6 +134,12 @@ def palette_for(classes: Sequence[str]) -> tuple[tuple[int, int, int], ...]:
     return tuple(colours)  # type: ignore[arg-type]
 
 
+def domain_palette(name: str) -> tuple[tuple[int, int, int], ...]:
+    """The palette a domain's label maps are drawn in: a real dataset's class-table palette, else
+    :func:`palette_for` its classes."""
+    return _real_palette(name) if is_real(name) else palette_for(domain_classes(name))
+
+
 def colourise(label: np.ndarray, palette: Sequence[tuple[int, int, int]]) -> np.ndarray:
     """H×W class ids -> H×W×3 uint8 RGB in ``palette``; 255 and any id outside the palette in black."""
     lut = np.zeros((256, 3), dtype=np.uint8)
@@ -198,9 +204,8 @@ def benchmark_samples(cfg: Config, suite: Suite, benchmark: str, count: int,
         else:
             images, labels = _synthetic(cfg, name, count)
         domains.append(DomainSamples(name, "source" if name == bench.source else "target", images, labels))
-    classes = domain_classes(bench.source)
-    palette = _real_palette(bench.source) if is_real(bench.source) else palette_for(classes)
-    return BenchmarkSamples(suite.name, bench, classes, palette, tuple(domains))
+    return BenchmarkSamples(suite.name, bench, domain_classes(bench.source), domain_palette(bench.source),
+                            tuple(domains))
 
 
 def _real_palette(name: str) -> tuple[tuple[int, int, int], ...]:
@@ -218,10 +223,12 @@ def _aspect(samples: BenchmarkSamples) -> float:
     return min(widest, MAX_ASPECT)
 
 
-def _legend(fig: Figure, samples: BenchmarkSamples, width: float, bottom: float) -> None:
-    """Class swatches in palette colours plus ``ignore`` in black, in as many columns as the width holds."""
-    names = [*(c.replace("_", " ") for c in samples.classes), "ignore"]
-    colours = [*samples.palette, IGNORE_COLOUR]
+def legend(fig: Figure, classes: Sequence[str], palette: Sequence[tuple[int, int, int]], width: float,
+           bottom: float) -> None:
+    """Class swatches in palette colours plus ``ignore`` in black, in as many columns as ``width`` inches hold,
+    centred under figure height fraction ``bottom``."""
+    names = [*(c.replace("_", " ") for c in classes), "ignore"]
+    colours = [*palette, IGNORE_COLOUR]
     handles = [Patch(facecolor=np.asarray(c) / 255, edgecolor="0.35", linewidth=0.6, label=n)
                for n, c in zip(names, colours, strict=True)]
     entry = 0.35 + 0.06 * max(len(n) for n in names)  # inches: swatch, gaps and the longest label at 8 pt
@@ -241,7 +248,7 @@ def _title(fig: Figure, samples: BenchmarkSamples, width: float, top: float) -> 
     fig.text(0.5, top, f"{samples.suite} / {bench.name}", ha="center", va="bottom", fontsize=11)
 
 
-def _draw(ax: Axes, array: np.ndarray) -> None:
+def draw_cell(ax: Axes, array: np.ndarray) -> None:
     """One image in a cell, pixel for pixel (nearest), without ticks."""
     ax.imshow(array, interpolation="nearest")
     ax.set_xticks([])
@@ -257,14 +264,14 @@ def _cell(ax: Axes, samples: BenchmarkSamples, domain: DomainSamples, row: int, 
         ax.set_ylabel(f"#{sample + 1} {('image', 'labels')[kind]}", fontsize=8)
     if sample >= len(domain.images):  # a domain with fewer images than others: a blank cell of the same shape
         like = next(d.images[0] for d in (domain, *samples.domains) if d.images)
-        _draw(ax, np.full_like(like, 255))
+        draw_cell(ax, np.full_like(like, 255))
         for spine in ax.spines.values():  # kept (not hidden) so the row label sits as in the other rows
             spine.set_edgecolor("white")
         return None
     if kind == 0:
-        _draw(ax, domain.images[sample])
+        draw_cell(ax, domain.images[sample])
     else:
-        _draw(ax, colourise(domain.labels[sample], samples.palette))
+        draw_cell(ax, colourise(domain.labels[sample], samples.palette))
     return Cell(row, column, domain.name, sample, ("image", "label")[kind])
 
 
@@ -291,7 +298,7 @@ def gallery_figure(samples: BenchmarkSamples) -> Gallery:
                         cells.append(cell)
             axes[0, column].set_title(domain.title, fontsize=9, pad=4)
         _title(fig, samples, width, 1 + 0.4 / height)
-        _legend(fig, samples, width, -0.08 / height)
+        legend(fig, samples.classes, samples.palette, width, -0.08 / height)
     return Gallery(fig, cells, axes)
 
 
@@ -325,4 +332,5 @@ def collect(cfg: Config, suite: Suite, benchmarks: Sequence[str], count: int) ->
 
 
 __all__ = ["BenchmarkSamples", "Cell", "DomainSamples", "Gallery", "benchmark_samples", "collect", "colourise",
-           "fit_display", "gallery_figure", "palette_for", "parse_samples", "write_gallery"]
+           "domain_palette", "draw_cell", "fit_display", "gallery_figure", "legend", "palette_for", "parse_samples",
+           "write_gallery"]

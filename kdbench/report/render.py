@@ -3,17 +3,21 @@
 Markdown and LaTeX print mean ± std over seeds with one decimal, the best value of a column in bold, and the seed
 count of a cell as a superscript where it differs from the row's (an incomplete sweep); "–" marks a missing cell.
 A Δ cell prints its 95% Welch interval over seeds in brackets and "n.s." where the interval contains 0 (no interval
-with a single seed on either side); the CSV gives the interval's ends and whether it excludes 0.
+with a single seed on either side); the CSV gives the interval's ends and whether it excludes 0. A cost cell
+(parameters in millions, GFLOPs, images per second) prints its mean to three significant digits, "–" where the
+runs did not record it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 
 from kdbench.report.tables import (
     BENCH_ID,
     BENCH_OOD,
+    COST,
     COUNT,
     DELTA,
     MIOU,
@@ -33,11 +37,22 @@ def _number(cell: Cell, column: Column) -> str:
         return str(cell.n)
     if column.kind == SECONDS:
         return f"{cell.mean:.0f}"
+    if column.kind == COST:
+        return significant(cell.mean)
     if column.kind == DELTA:
         if cell.interval is None:
             return f"{cell.mean:+.1f}"
         return cell.interval.format() + ("" if cell.interval.significant else " n.s.")
     return f"{cell.mean:.1f}"
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits without an exponent, whole numbers from 10**digits on
+    (86.57 -> 86.6, 0.02134 -> 0.0213, 1234.5 -> 1234)."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
 
 
 def _header_names(table: PaperTable) -> list[str]:
@@ -139,4 +154,4 @@ def to_csv(table: PaperTable) -> str:
     return buffer.getvalue()
 
 
-__all__ = ["SUMMARY", "latex_escape", "to_csv", "to_latex", "to_markdown"]
+__all__ = ["SUMMARY", "latex_escape", "significant", "to_csv", "to_latex", "to_markdown"]

@@ -1,7 +1,8 @@
 """The paper table: one per suite, setting and teacher->student pair, in the layout of the GKD paper's Table 1
 (Lv et al., CVPR 2026): rows for the teacher, student-only and every method; for each benchmark a column per
 target domain, the benchmark average (plain mean over its targets) and the in-domain (source) mIoU; then the means
-over benchmarks, the gains against student-only and against the best baseline, the seed count and training time.
+over benchmarks, the gains against student-only and against the best baseline, the seed count and training time,
+and what the rows cost (:data:`COST_COLUMNS`: parameters, extra parameters, GFLOPs, training images per second).
 
 Cells are mean ± sample std over seeds. The best value of each mIoU column is marked (the teacher and other
 reference rows are never marked). "Best baseline" for a row is the strongest other method, leaving out the
@@ -21,7 +22,7 @@ import pandas as pd
 from kdbench.report.frames import method_order, roles
 from kdbench.report.significance import Interval, welch_interval
 
-MIOU, DELTA, COUNT, SECONDS = "miou", "delta", "count", "seconds"
+MIOU, DELTA, COUNT, SECONDS, COST = "miou", "delta", "count", "seconds", "cost"
 SUMMARY = ""  # the group of the columns that summarise every benchmark
 #: the columns' keys (``Column.key``), by which code finds them; their names are display text only. Per benchmark:
 #: a target domain's column (named by the domain), the targets' average, the source's (in-domain) score
@@ -29,6 +30,13 @@ TARGET, BENCH_OOD, BENCH_ID = "target", "bench_ood", "bench_id"
 #: the summary columns
 MEAN_ID, MEAN_OOD, DELTA_BASELINE, DELTA_BEST, SEEDS, TRAIN_S = (
     "mean_id", "mean_ood", "delta_baseline", "delta_best", "seeds", "train_s")
+#: the cost columns, as the GKD paper's Params column: the row's model's parameters (the student with its head; the
+#: teacher's own in its row), the method's extra trainable parameters, GFLOPs of one evaluation forward
+#: (``kdbench.engine.cost``), training images per second
+PARAMS, EXTRA_PARAMS, GFLOPS, IMAGES_PER_S = "params", "extra_params", "gflops", "images_per_s"
+#: each cost column's key, display name, the ``run_scores`` column it reads and the scale it is shown at
+COST_COLUMNS = ((PARAMS, "Params (M)", "student_params", 1e-6), (EXTRA_PARAMS, "+params (M)", "extra_params", 1e-6),
+                (GFLOPS, "GFLOPs", "gflops", 1.0), (IMAGES_PER_S, "img/s", "train_images_per_s", 1.0))
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,8 @@ def paper_table(scores: pd.DataFrame, benchmarks: list[str], targets: dict[str, 
     columns += [Column(SUMMARY, "mean ID", key=MEAN_ID), Column(SUMMARY, "mean OOD", key=MEAN_OOD),
                 Column(SUMMARY, f"Δ {baseline}", DELTA, DELTA_BASELINE),
                 Column(SUMMARY, "Δ best baseline", DELTA, DELTA_BEST),
-                Column(SUMMARY, "seeds", COUNT, SEEDS), Column(SUMMARY, "train s", SECONDS, TRAIN_S)]
+                Column(SUMMARY, "seeds", COUNT, SEEDS), Column(SUMMARY, "train s", SECONDS, TRAIN_S),
+                *(Column(SUMMARY, name, COST, key) for key, name, _, _ in COST_COLUMNS)]
     rows = []
     for method in method_order(scores):
         runs = scores[scores.method == method]
@@ -131,12 +140,21 @@ def paper_table(scores: pd.DataFrame, benchmarks: list[str], targets: dict[str, 
         row.cells += [Cell.of(per_seed["in-domain"].mean()), Cell.of(per_seed["out-of-domain"].mean()),
                       Cell(), Cell(), Cell(float(row.seeds), None, row.seeds),
                       Cell() if row.reference == "teacher" else Cell.of([runs.train_s.mean()])]
+        row.cells += [cost_cell(runs, field, scale) for _, _, field, scale in COST_COLUMNS]
         rows.append(row)
     table = PaperTable(str(scores.suite.iloc[0]), str(scores.setting.iloc[0]), str(scores.pair.iloc[0]),
                        str(scores.pair_kind.iloc[0]), benchmarks, sources, columns, rows)
     _add_gains(table)
     _mark_best(table)
     return table
+
+
+def cost_cell(runs: pd.DataFrame, field: str, scale: float) -> Cell:
+    """A cost column's cell: the mean over the row's runs (its seeds, on every benchmark) of what they recorded,
+    times ``scale``; empty where none recorded it (runs older than the field)."""
+    if field not in runs:
+        return Cell()
+    return Cell.of([v * scale for v in runs[field]])
 
 
 def registered_baseline() -> str:
@@ -198,8 +216,8 @@ def best_baseline(table: PaperTable, method: str) -> str | None:
 
 def summary_view(table: PaperTable) -> PaperTable:
     """The table cut to the columns that summarise every benchmark (mean ID, mean OOD, the Δ columns, seeds, train
-    time): what fits on a terminal."""
-    keep = [i for i, c in enumerate(table.columns) if c.group == SUMMARY]
+    time; not the cost columns): what fits on a terminal."""
+    keep = [i for i, c in enumerate(table.columns) if c.group == SUMMARY and c.kind != COST]
     rows = [Row(r.method, r.family, r.seeds, [r.cells[i] for i in keep], r.ood_by_seed, r.reference)
             for r in table.rows]
     return PaperTable(table.suite, table.setting, table.pair, table.pair_kind, table.benchmarks, table.sources,
