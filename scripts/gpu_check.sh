@@ -12,7 +12,7 @@
 #   scripts/gpu_check.sh [PART ...]     PART: env mfu profile tests smoke compiled speed (default: all, that order)
 #
 # GPU_CHECK_BUDGET_S (default 540) bounds the whole; a part that would start with under 20 s left is skipped.
-# Packages the machine lacks (segmentation-models-pytorch, submitit; timm for the version tested here) and kdbench
+# Packages the machine lacks (segmentation-models-pytorch, submitit; timm where the tree's size allows) and kdbench
 # itself travel as wheels in .whl/ (docs/performance.md, "On a GPU", says how they are made).
 set -uo pipefail
 cd "$(dirname "$0")/.."
