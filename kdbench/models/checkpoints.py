@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from kdbench.errors import UserError
+from kdbench.results import default_mode
 
 
 def atomic_save(obj: object, path: Path) -> None:
@@ -20,6 +21,7 @@ def atomic_save(obj: object, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -31,7 +31,7 @@ from kdbench.engine.runtime import Runtime
 from kdbench.engine.trainer import train_steps
 from kdbench.errors import UserError
 from kdbench.method import Batch, Method
-from kdbench.models.checkpoints import atomic_save, file_digest, load_weights
+from kdbench.models.checkpoints import atomic_save, file_digest, load_state, load_weights, read_state_dict
 from kdbench.models.heads import make_head
 from kdbench.models.segmentor import LightHead, Segmentor
 from kdbench.models.zoo import ModelSpec
@@ -115,6 +115,17 @@ def pretrained_backbone(spec: ModelSpec, cfg: Config, excluded: list[str], runti
     return backbone, key
 
 
+def load_cached_teacher(teacher: Segmentor, path: Path) -> None:
+    """Load a cached teacher: its trained head alone, since the frozen backbone is cached (or given) on its own.
+    A file written before the cache held heads alone holds the whole segmentor, the same backbone included, and
+    loads as it is."""
+    state = read_state_dict(path)
+    if any(k.startswith("backbone.") for k in state):
+        load_state(teacher, state, f"cached teacher {path}")
+    else:
+        load_state(teacher.head, state, f"cached teacher head {path}")
+
+
 def teacher_segmentor(spec: ModelSpec, cfg: Config, excluded: list[str], source: str, runtime: Runtime,
                       notify: Notify = print, source_batches: Callable[[int], Iterator[Batch]] | None = None
                       ) -> tuple[Segmentor, str]:
@@ -141,11 +152,10 @@ def teacher_segmentor(spec: ModelSpec, cfg: Config, excluded: list[str], source:
         payload["holdout"] = HOLDOUT_RULE
     key = content_key(payload)
     path = cache_dir(cfg) / f"teacher-{spec.name}-{source}-{key}.pt"
-    head_only = spec.pretrain == "file"  # a real backbone is its weight file; only the head is worth caching
     torch.manual_seed(0)
     teacher = Segmentor(backbone, make_head(cfg.head, backbone, len(classes))).to(runtime.device)
     if path.is_file():
-        load_weights(teacher.head if head_only else teacher, path)
+        load_cached_teacher(teacher, path)
     else:
         notify(f"training the {spec.name} teacher's head on {source} for {cfg.pretrain.head_steps} steps (once)")
         for p in backbone.parameters():
@@ -169,7 +179,7 @@ def teacher_segmentor(spec: ModelSpec, cfg: Config, excluded: list[str], source:
             train_cfg = replace(train_cfg, schedule=cfg.train.schedule, warmup=cfg.train.warmup)
         train_steps(step, groups, batches, cfg.pretrain.head_steps, train_cfg, runtime,
                     f"teacher head {spec.name} on {source}")
-        atomic_save((teacher.head if head_only else teacher).state_dict(), path)
+        atomic_save(teacher.head.state_dict(), path)
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
