@@ -97,15 +97,15 @@ def check_token_grids(methods: list[str], pairs: list[str], image_size: int) -> 
     from kdbench.models.grid import token_grid
     from kdbench.models.zoo import MODELS
 
-    for method in (m for m in methods if METHODS.get(m).same_grid):
-        for pair_name in pairs:
-            pair = PAIRS.get(pair_name)
-            student, teacher = (token_grid(MODELS.get(m), image_size) for m in (pair.student, pair.teacher))
-            if student and teacher and student != teacher:
-                raise UserError(f"method {method!r} pairs student and teacher tokens one for one, but pair "
-                                f"{pair_name!r} puts them on different grids at data.image_size={image_size}: "
-                                f"student {pair.student} {student[0]}×{student[1]}, teacher {pair.teacher} "
-                                f"{teacher[0]}×{teacher[1]}; choose models with the same patch size")
+    paired = [m for m in methods if METHODS.get(m).same_grid]
+    for pair_name in pairs if paired else ():
+        pair = PAIRS.get(pair_name)
+        student, teacher = (token_grid(MODELS.get(m), image_size) for m in (pair.student, pair.teacher))
+        if student and teacher and student != teacher:
+            raise UserError(f"method {paired[0]!r} pairs student and teacher tokens one for one, but pair "
+                            f"{pair_name!r} puts them on different grids at data.image_size={image_size}: "
+                            f"student {pair.student} {student[0]}×{student[1]}, teacher {pair.teacher} "
+                            f"{teacher[0]}×{teacher[1]}; choose models with the same patch size")
 
 
 def check_search_spaces(methods: list[str]) -> None:
