@@ -13,7 +13,7 @@
 #
 # GPU_CHECK_BUDGET_S (default 540) bounds the whole; a part that would start with under 20 s left is skipped.
 # Packages the machine lacks (segmentation-models-pytorch, submitit; timm where the tree's size allows) and kdbench
-# itself travel as wheels in .whl/ (docs/performance.md, "On a GPU", says how they are made).
+# itself travel as wheels in .whl/, which scripts/gpu_wheels.sh builds (docs/performance.md, "On a GPU").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
