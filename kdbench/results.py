@@ -53,12 +53,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path`` (``.<name>.<random>.tmp``), then rename it over
+def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
+    """``write(tmp)`` to a temporary file beside ``path`` (``.<name>.<random><suffix>``), then rename it over
     ``path`` with the mode a plain write would give it: a reader sees the old file or the new one, never half of
     one, and no temporary file outlives a failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
         write(Path(tmp))

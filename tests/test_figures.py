@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from kdbench.cli import cli
 from kdbench.report.figures import PLOTS, Figure, Plot, PlotInput, plots_of, register_plot
+from kdbench.report.plots import figure_style, save_figure
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report" / "results"
 
@@ -29,16 +30,11 @@ def seeds_plot():
 
     def draw(view: PlotInput) -> list[Figure]:
         calls.append(view)
-        stem = view.place.stem("seeds")
-        fig, ax = plt.subplots()
-        ax.bar(view.shown_methods, [1.0] * len(view.shown_methods))
-        paths = []
-        for fmt in view.formats:
-            path = stem.with_suffix(f".{fmt}")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path)
-            paths.append(path)
-        plt.close(fig)
+        with figure_style():  # as docs/report.md's "Adding a plot" shows a plugin drawing
+            fig, ax = plt.subplots()
+            ax.bar(view.shown_methods, [1.0] * len(view.shown_methods))
+            paths = save_figure(fig, view.place.stem("seeds"), view.formats)
+        assert not plt.fignum_exists(fig.number), "save_figure closes the figure"
         return [Figure(paths, alt="seeds", caption=f"{view.title}: a plugin's plot.")]
 
     register_plot("test-seeds", scope="pair", order=25)(draw)

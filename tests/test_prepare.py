@@ -5,6 +5,7 @@ independently of the code; resumption after a crash, never writing under the dat
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -349,7 +350,7 @@ def test_interrupted_run_resumes_without_redoing_work(tmp_path, monkeypatch):
 def test_failed_replace_leaves_no_temporary(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
-    monkeypatch.setattr(prepare_io.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     target = tmp_path / "a.png"
     with pytest.raises(OSError, match="disk full"):
         prepare_io.save_atomic(Image.new("L", (4, 4)), target, "PNG")

@@ -39,7 +39,7 @@ from kdbench.config import Config
 from kdbench.data.real.labels import class_table
 from kdbench.data.sources import domain_classes, is_real
 from kdbench.errors import UserError
-from kdbench.report.plots import PNG_DPI, _save, _style
+from kdbench.report.plots import PNG_DPI, figure_style, save_figure
 from kdbench.suite import Benchmark, Suite
 
 if TYPE_CHECKING:
@@ -282,7 +282,7 @@ def gallery_figure(samples: BenchmarkSamples) -> Gallery:
     columns, pairs = len(samples.domains), samples.rows
     cell_width = max(MIN_CELL_WIDTH, CELL_HEIGHT * _aspect(samples))
     width, height = columns * cell_width, 2 * pairs * CELL_HEIGHT
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(width, height))
         outer = fig.add_gridspec(pairs, columns, left=0, right=1, bottom=0, top=1, wspace=0.06, hspace=0.08)
         axes: dict[tuple[int, int], Axes] = {}
@@ -310,7 +310,7 @@ def gallery_name(samples: BenchmarkSamples) -> str:
 def write_gallery(samples: BenchmarkSamples, out: Path) -> Path:
     """Draw and write one gallery PNG into ``out``; its path."""
     gallery = gallery_figure(samples)
-    return _save(gallery.figure, Path(out) / gallery_name(samples), ["png"])[0]
+    return save_figure(gallery.figure, Path(out) / gallery_name(samples), ["png"])[0]
 
 
 def parse_samples(value: str | int) -> int:

@@ -32,7 +32,7 @@ from kdbench.engine.predictions import SAMPLES, prediction_file, read_map, read_
 from kdbench.report.figures import Figure, PlotInput, register_plot
 from kdbench.report.frames import roles
 from kdbench.report.gallery import colourise, domain_palette, draw_cell, legend
-from kdbench.report.plots import PNG_DPI, _save, _style
+from kdbench.report.plots import PNG_DPI, figure_style, save_figure
 
 #: the widest the grid of cells may be, in inches, before its cells shrink (report.md shows it page-wide)
 MAX_WIDTH = 12.0
@@ -85,7 +85,7 @@ class Grid:
 
     def pixel_boxes(self) -> dict[tuple[int, int], tuple[int, int, int, int]]:
         """Each cell's (left, top, right, bottom) in pixels of the PNG :func:`write_grid` saves (tight bounding
-        box, as ``kdbench.report.plots._save`` writes it)."""
+        box, as ``kdbench.report.plots.save_figure`` writes it)."""
         fig = self.figure
         renderer = FigureCanvasAgg(fig).get_renderer()
         tight = fig.get_tightbbox(renderer).padded(_PAD_INCHES)
@@ -98,7 +98,7 @@ class Grid:
         return boxes
 
 
-_PAD_INCHES = 0.1  # matplotlib's savefig.pad_inches, which _save leaves at its default
+_PAD_INCHES = 0.1  # matplotlib's savefig.pad_inches, which save_figure leaves at its default
 
 
 def shown_runs(scores: pd.DataFrame, benchmark: str) -> dict[str, pd.Series]:
@@ -191,7 +191,7 @@ def compose(view: PlotInput, benchmark: str) -> Grid | None:
     heights = [cell_width / min(shapes[s.domain][1] / shapes[s.domain][0], MAX_ASPECT) for s in rows]
     width, height = cell_width * len(columns), sum(heights)
     note_size = min(FONT, 7.5 * cell_width / CELL_WIDTH[0])
-    with _style():
+    with figure_style():
         fig = MplFigure(figsize=(width, height), dpi=PNG_DPI)
         cells = _cell_specs(fig, rows, heights, len(columns))
         axes, filled = {}, {}
@@ -221,7 +221,7 @@ def compose(view: PlotInput, benchmark: str) -> Grid | None:
 
 def write_grid(grid: Grid, stem: Path, formats: list[str]) -> list[Path]:
     """Save a grid once per format next to ``stem`` (PNG at the report's resolution)."""
-    return _save(grid.figure, stem, formats)
+    return save_figure(grid.figure, stem, formats)
 
 
 def caption(view: PlotInput, benchmark: str, grid: Grid) -> str:

@@ -118,12 +118,13 @@ def _check_formats(formats: Sequence[str]) -> list[str]:
 
 
 @contextmanager
-def _style() -> Iterator[None]:
+def figure_style() -> Iterator[None]:
+    """The house rcParams for every figure of the report, gallery and grids."""
     with matplotlib.rc_context(_RC):
         yield
 
 
-def _save(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
+def save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
     """Write ``fig`` once per format next to ``stem`` and close it."""
     paths = []
     try:
@@ -194,7 +195,7 @@ def id_ood_scatter(scores: pd.DataFrame, benchmarks: Sequence[str], methods: Seq
                 points.append((method, pair, x, y, xerr, yerr))
     if not points:
         return []
-    with _style():
+    with figure_style():
         fig, ax = plt.subplots(figsize=(6.4, 4.8))
         for method, pair, x, y, xerr, yerr in points:
             teacher = method in teachers
@@ -227,7 +228,7 @@ def id_ood_scatter(scores: pd.DataFrame, benchmarks: Sequence[str], methods: Seq
         if left_out:
             fig.text(0.01, 0.005, f"not shown (no seed with every benchmark: {', '.join(benchmarks)}): "
                      f"{', '.join(left_out)}", fontsize=7, ha="left", va="bottom", wrap=True)
-        return _save(fig, stem, formats)
+        return save_figure(fig, stem, formats)
 
 
 def _label_teachers(ax: Any, spots: list[tuple[str, float, float]], gap_pt: float = 10.0) -> None:
@@ -280,7 +281,7 @@ def target_bars(scores: pd.DataFrame, targets: Mapping[str, Sequence[str]], meth
         return []
     n = len(drawn)
     width = 0.8 / n
-    with _style():
+    with figure_style():
         fig, ax = plt.subplots(figsize=(min(40.0, max(6.0, 1.0 + len(groups) * max(0.8, 0.3 + 0.17 * n))), 4.2))
         top = 0.0
         for k, method in enumerate(drawn):
@@ -311,7 +312,7 @@ def target_bars(scores: pd.DataFrame, targets: Mapping[str, Sequence[str]], meth
         ax.set_title(title)
         ax.grid(True, axis="y", linewidth=0.4, alpha=0.5, zorder=0)
         ax.legend(title="method", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
-        return _save(fig, stem, formats)
+        return save_figure(fig, stem, formats)
 
 
 def radar(scores: pd.DataFrame, targets: Mapping[str, Sequence[str]], methods: Sequence[str], stem: Path,
@@ -344,7 +345,7 @@ def radar(scores: pd.DataFrame, targets: Mapping[str, Sequence[str]], methods: S
     pad = max(1.0, 0.1 * (vmax - vmin))
     lo, hi = max(0.0, vmin - pad), vmax + pad
     angles = [2 * math.pi * i / len(spokes) for i in range(len(spokes))]
-    with _style():
+    with figure_style():
         fig, ax = plt.subplots(figsize=(6.4, 6.0), subplot_kw={"projection": "polar"})
         ax.set_theta_offset(math.pi / 2)
         ax.set_theta_direction(-1)
@@ -368,7 +369,7 @@ def radar(scores: pd.DataFrame, targets: Mapping[str, Sequence[str]], methods: S
         if incomplete:
             caption += "\nnot drawn (missing a target): " + ", ".join(incomplete)
         fig.text(0.5, 0.0, caption, ha="center", va="top", fontsize=8)
-        return _save(fig, stem, formats)
+        return save_figure(fig, stem, formats)
 
 
 @dataclass
@@ -473,7 +474,7 @@ def loss_curves(scores: pd.DataFrame, benchmarks: Sequence[str], stem: Path, for
     values = values[np.isfinite(values)]
     ncols = min(len(benchmarks), 3)
     nrows = math.ceil(len(benchmarks) / ncols)
-    with _style():
+    with figure_style():
         fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), sharey=True, squeeze=False,
                                  layout="constrained")
         for ax in axes.flat[len(benchmarks):]:
@@ -505,4 +506,4 @@ def loss_curves(scores: pd.DataFrame, benchmarks: Sequence[str], stem: Path, for
         handles = [Line2D([], [], color=term_colors[t], linewidth=1.6 if t == "loss" else 0.9, label=t) for t in terms]
         fig.legend(handles=handles, title="term (a line per seed)", loc="outside right upper", frameon=False)
         fig.suptitle(title)
-        return _save(fig, stem, formats)
+        return save_figure(fig, stem, formats)

@@ -13,9 +13,7 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import re
-import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from typing import Any
 from PIL import Image
 
 from kdbench.errors import UserError
+from kdbench.results import atomic_write
 
 #: suffix of in-progress files; loaders select by image suffix (.png/.jpg), so they never pick one up
 TMP_SUFFIX = ".kdbench-tmp"
@@ -152,14 +151,7 @@ class Plan:
 def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` to a temporary file in ``path``'s folder (named so :func:`remove_temporaries` finds it after a
     kill), then ``os.replace`` it onto ``path``; the temporary file never outlives a failure."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    atomic_write(path, write, suffix=TMP_SUFFIX)
 
 
 def save_atomic(image: Image.Image, path: Path, fmt: str, **params: Any) -> None:
