@@ -1,4 +1,4 @@
-"""The ``kdbench`` command line: run, report, list, data."""
+"""The ``kdbench`` command line: run, report, list, data, show, cache."""
 
 from __future__ import annotations
 
@@ -427,6 +427,60 @@ def prepare(suite, datasets, data_root, paths, cache, workers) -> None:
         raise UserError(f"{len(summary.failed)} of {len(summary.results)} dataset(s) failed to prepare: {names} "
                         "(reasons above; kdbench data check names every bad raw file); the others are done, and a "
                         "re-run retries only what is not")
+
+
+@cli.group()
+def cache() -> None:
+    """The model cache folder: pretrained backbones, teacher heads and teacher-output tables."""
+
+
+_CACHE_OPTION = click.option("--cache", "folder", type=click.Path(file_okay=False),
+                             help="The cache folder. Default: $KDBENCH_CACHE, else ~/.cache/kdbench.")
+
+
+@cache.command(name="list")
+@_CACHE_OPTION
+@user_errors
+def cache_list(folder) -> None:
+    """Every file kdbench keeps in the cache folder: kind, model or key, size, last written; totals per kind."""
+    from kdbench.cache_folder import KINDS, cache_files, cache_root, mib
+
+    root = cache_root(folder)
+    files = cache_files(root)
+    click.echo(f"cache folder: {root}")
+    for f in files:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(f.modified))
+        click.echo(f"{f.kind:16s} {f.name:36s} {mib(f.size):>12s}  {when}")
+    for kind in KINDS:
+        sizes = [f.size for f in files if f.kind == kind]
+        click.echo(f"{kind}: {len(sizes)} file(s), {mib(sum(sizes))}")
+    click.echo(f"total: {len(files)} file(s), {mib(sum(f.size for f in files))}")
+
+
+@cache.command(name="clear")
+@_CACHE_OPTION
+@click.option("--kind", "kinds", metavar="KINDS",
+              help="Comma-separated kinds to remove (teacher-outputs, teachers, backbones) or all. Default: "
+                   "teacher-outputs, which the next run recomputes exactly.")
+@click.option("--yes", is_flag=True, help="Remove pretrained weights (teachers, backbones) without asking.")
+@user_errors
+def cache_clear(folder, kinds, yes) -> None:
+    """Remove cache files by kind. Teacher-output tables come back exactly; pretrained teachers and backbones are
+    pretrained anew, and not bit for bit the same on another machine, so they are removed only when named."""
+    from kdbench.cache_folder import WEIGHT_KINDS, cache_files, cache_root, mib, parse_kinds, remove
+
+    chosen = parse_kinds(kinds)
+    root = cache_root(folder)
+    files = [f for f in cache_files(root) if f.kind in chosen]
+    weights = [f for f in files if f.kind in WEIGHT_KINDS]
+    if weights and not yes:
+        prompt = (f"remove {len(weights)} pretrained weight file(s) ({mib(sum(f.size for f in weights))}) from {root}? "
+                  "Runs after this use newly pretrained weights, not comparable with earlier runs")
+        if not sys.stdin.isatty():
+            raise UserError(f"{prompt.split('?')[0]}: pass --yes to confirm (nothing was removed)")
+        click.confirm(prompt, abort=True)
+    count, freed = remove(files)
+    click.echo(f"removed {count} file(s) ({', '.join(chosen)}), {mib(freed)} freed, from {root}")
 
 
 @cli.group()

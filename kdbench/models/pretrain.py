@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from kdbench.cache_folder import cache_root
 from kdbench.config import Config
 from kdbench.data.domains import get_domain
 from kdbench.data.loaders import StageData
@@ -42,8 +42,7 @@ PRETRAIN_SCENES = ("urban", "aerial")
 
 
 def cache_dir(cfg: Config) -> Path:
-    root = cfg.pretrain.cache_dir or os.environ.get("KDBENCH_CACHE") or Path.home() / ".cache" / "kdbench"
-    return Path(root)
+    return cache_root(cfg.pretrain.cache_dir)
 
 
 def content_key(payload: dict) -> str:
