@@ -56,12 +56,12 @@ def test_cells_match_hand_computation(workdir):
     text = (workdir / "rep" / "report.md").read_text()
     columns = ["city", "dashcam", "game2real avg", "game2real ID", "aerial-irrg", "aerial-irrg-b", "rgb2irrg avg",
                "rgb2irrg ID", "mean ID", "mean OOD", "Δ student-only", "Δ best baseline", "seeds", "train s",
-               "Params (M)", "+params (M)", "GFLOPs", "img/s"]
+               "train steps", "Params (M)", "+params (M)", "GFLOPs", "img/s"]
     student = dict(zip(columns, markdown_row(text, "student-only"), strict=True))
     # game2real avg per seed: (30+20)/2 = 25, (32+22)/2 = 27 -> 26.0 ± 1.4 (sample std sqrt(2))
     assert student["game2real avg"] == "26.0 ± 1.4"
     # mean OOD per seed: (25+15)/2 = 20, (27+17)/2 = 22 -> 21.0 ± 1.4
-    assert student["mean OOD"] == "21.0 ± 1.4" and student["seeds"] == "2"
+    assert student["mean OOD"] == "21.0 ± 1.4" and student["seeds"] == "2" and student["train steps"] == "300"
     # the fixture's records predate the cost fields: not measured, "–"
     assert [student[c] for c in ("Params (M)", "+params (M)", "GFLOPs", "img/s")] == ["–"] * 4
     gkd = dict(zip(columns, markdown_row(text, "gkd"), strict=True))

@@ -124,7 +124,7 @@ def test_teacher_labels_of_nearby_stars_do_not_overlap(tmp_path, scores):
     close.loc[(close.method == "teacher") & (close.pair == "f2l"), ["in-domain", "out-of-domain"]] += [0.02, 0.05]
     close.loc[close.method == "teacher", "in-domain"] = 61.0
     drawn = {}
-    real_save = plots._save
+    real_save = plots.save_figure
 
     def keep(fig, stem, formats):
         fig.canvas.draw()
@@ -132,11 +132,11 @@ def test_teacher_labels_of_nearby_stars_do_not_overlap(tmp_path, scores):
         drawn["boxes"] = [t.get_window_extent() for t in drawn["labels"]]
         return real_save(fig, stem, formats)
 
-    plots._save = keep
+    plots.save_figure = keep
     try:
         id_ood_scatter(close, list(TARGETS), METHODS, tmp_path / "s", ["svg"], "t")
     finally:
-        plots._save = real_save
+        plots.save_figure = real_save
         plt.close("all")
     first, second = drawn["boxes"]
     assert len(drawn["labels"]) == 2 and not first.overlaps(second)

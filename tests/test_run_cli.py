@@ -90,7 +90,8 @@ def test_report_command_and_list(tmp_path):
     run("run", "--suite", "smoke", "--benchmarks", "rgb2irrg", "--pairs", "tiny-f2f", "--seeds", "0,1",
         "--out", str(out))
     result = run("report", str(out), "--out", str(tmp_path / "rep"))
-    assert "| method | mean ID | mean OOD | Δ student-only | Δ best baseline | seeds | train s |" in result.output
+    assert ("| method | mean ID | mean OOD | Δ student-only | Δ best baseline | seeds | train s | train steps |"
+            in result.output)
     assert "aerial-irrg" not in result.output.split("per-target tables in")[0], "per-target columns stay in report.md"
     assert "±" in result.output
     assert ("| method | aerial-irrg | aerial-irrg-b | rgb2irrg avg | rgb2irrg ID (aerial-rgb) | mean ID | mean OOD |"
@@ -101,6 +102,20 @@ def test_report_command_and_list(tmp_path):
     for what, expected in [("methods", "student-only"), ("suites", "synth5"), ("pairs", "F2L"),
                            ("benchmarks", "smoke/game2real"), ("domains", "aerial-irrg")]:
         assert expected in run("list", what).output
+
+
+def test_train_steps_column_counts_every_stage(tmp_path):
+    """The report's *train steps* is a run's budget: GKD's proxy, source-distillation and task stages summed."""
+    out = tmp_path / "out"
+    run("run", "--suite", "smoke", "--benchmarks", "game2real", "--pairs", "tiny-f2l", "--methods", "kd,gkd",
+        "--set", "train.steps=5", "--set", "method.gkd.proxy_steps=3", "--set", "method.gkd.distill_steps=7",
+        "--out", str(out))
+    stages = {r["method"]: [s["steps"] for s in r["stages"]] for r in records(out) if r["method"] in ("kd", "gkd")}
+    assert stages == {"kd": [5], "gkd": [3, 7, 5]}
+    result = run("report", str(out), "--out", str(tmp_path / "rep"), "--format", "md,csv")
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[7].strip(" |")
+            for line in result.output.splitlines() if line.startswith(("| kd ", "| gkd ", "| teacher "))}
+    assert rows == {"kd": "5", "gkd": "15", "teacher": "–"}
 
 
 def test_report_refuses_a_table_that_mixes_teacher_weights(tmp_path):

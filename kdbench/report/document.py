@@ -162,7 +162,8 @@ def write_report(root: Path, out: Path | None = None, formats: tuple[str, ...] =
              "value of a column, the teacher aside. *Δ best baseline*: against the strongest other method, leaving "
              "out student-only and the row's own ablations. Each Δ carries its 95% Welch interval over seeds in "
              "brackets, *n.s.* where it contains 0 (none with one seed). *train s*: mean wall seconds of the "
-             "method's training stages per run (no shared pretraining, no evaluation).", ""]
+             "method's training stages per run (no shared pretraining, no evaluation); *train steps*: their optimiser "
+             "steps per run, every stage counted (GKD's distillation stages and its task stage).", ""]
     if not (select or searched(scores)):
         for (suite, setting), per_setting in scores.groupby(["suite", "setting"], sort=False):
             lines += _setting_section(suite, setting, per_setting, records, out, formats, report,

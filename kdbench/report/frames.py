@@ -92,9 +92,10 @@ def run_scores(records: pd.DataFrame, family: dict[str, str] | None = None) -> p
     long the method's stages trained. Columns: suite, setting, benchmark, source, pair, pair_kind, method (display
     label), base (the registered method), reference (the row's reference role, ``kdbench.record.REFERENCE_ROLES``;
     "" for a compared method), family (the method an ablation ablates, else the method), seed,
-    in-domain, out-of-domain, one per target domain, train_s, run_path, teacher_digest, device, precision, trial
-    (0: the defaults), hparams (the run's hyper-parameters as sorted JSON), and the cost fields of
-    :data:`COST_FIELDS` (NaN where the run did not record them). Validation rows are left out."""
+    in-domain, out-of-domain, one per target domain, train_s, train_steps (every stage's steps), run_path,
+    teacher_digest, device, precision, trial (0: the defaults), hparams (the run's hyper-parameters as sorted
+    JSON), and the cost fields of :data:`COST_FIELDS` (NaN where the run did not record them). Validation rows
+    are left out."""
     family = family or {}
     records = test_rows(records)
     runs = []
@@ -112,7 +113,7 @@ def run_scores(records: pd.DataFrame, family: dict[str, str] | None = None) -> p
                "seed": int(first.seed),
                "in-domain": float(source.miou.iloc[0]) if len(source) else float("nan"),
                "out-of-domain": float(targets.miou.mean()) if len(targets) else float("nan"),
-               "train_s": _train_seconds(first.stages), "run_path": path,
+               "train_s": _train_seconds(first.stages), "train_steps": _train_steps(first.stages), "run_path": path,
                "teacher_digest": first.teacher_digest, "device": first.device,
                "precision": first.precision, "_shared": shared, "_train": train, "trial": int(first.trial),
                "_hparams": first.hparams if isinstance(first.hparams, dict) else {},
@@ -138,6 +139,13 @@ def _train_seconds(stages: Any) -> float:
     if not isinstance(stages, list):
         return float("nan")
     return float(sum(st.get("wall_s", 0.0) for st in stages))
+
+
+def _train_steps(stages: Any) -> float:
+    """The optimiser steps of every training stage together: the run's budget (GKD: its stages 1a, 1b and 2)."""
+    if not isinstance(stages, list):
+        return float("nan")
+    return float(sum(st.get("steps", 0) for st in stages))
 
 
 def _assign_settings(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

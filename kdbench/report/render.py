@@ -22,6 +22,7 @@ from kdbench.report.tables import (
     DELTA,
     MIOU,
     SECONDS,
+    STEPS,
     SUMMARY,
     TARGET,
     Cell,
@@ -35,7 +36,7 @@ def _number(cell: Cell, column: Column) -> str:
         return "–"
     if column.kind == COUNT:
         return str(cell.n)
-    if column.kind == SECONDS:
+    if column.kind in (SECONDS, STEPS):
         return f"{cell.mean:.0f}"
     if column.kind == COST:
         return significant(cell.mean)

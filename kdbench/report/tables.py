@@ -1,8 +1,9 @@
 """The paper table: one per suite, setting and teacher->student pair, in the layout of the GKD paper's Table 1
 (Lv et al., CVPR 2026): rows for the teacher, student-only and every method; for each benchmark a column per
 target domain, the benchmark average (plain mean over its targets) and the in-domain (source) mIoU; then the means
-over benchmarks, the gains against student-only and against the best baseline, the seed count and training time,
-and what the rows cost (:data:`COST_COLUMNS`: parameters, extra parameters, GFLOPs, training images per second).
+over benchmarks, the gains against student-only and against the best baseline, the seed count, training time and
+training steps (every stage's, so GKD's three stages count against its budget), and what the rows cost
+(:data:`COST_COLUMNS`: parameters, extra parameters, GFLOPs, training images per second).
 
 Cells are mean ± sample std over seeds. The best value of each mIoU column is marked (the teacher and other
 reference rows are never marked). "Best baseline" for a row is the strongest other method, leaving out the
@@ -22,14 +23,14 @@ import pandas as pd
 from kdbench.report.frames import method_order, roles
 from kdbench.report.significance import Interval, welch_interval
 
-MIOU, DELTA, COUNT, SECONDS, COST = "miou", "delta", "count", "seconds", "cost"
+MIOU, DELTA, COUNT, SECONDS, STEPS, COST = "miou", "delta", "count", "seconds", "steps", "cost"
 SUMMARY = ""  # the group of the columns that summarise every benchmark
 #: the columns' keys (``Column.key``), by which code finds them; their names are display text only. Per benchmark:
 #: a target domain's column (named by the domain), the targets' average, the source's (in-domain) score
 TARGET, BENCH_OOD, BENCH_ID = "target", "bench_ood", "bench_id"
 #: the summary columns
-MEAN_ID, MEAN_OOD, DELTA_BASELINE, DELTA_BEST, SEEDS, TRAIN_S = (
-    "mean_id", "mean_ood", "delta_baseline", "delta_best", "seeds", "train_s")
+MEAN_ID, MEAN_OOD, DELTA_BASELINE, DELTA_BEST, SEEDS, TRAIN_S, TRAIN_STEPS = (
+    "mean_id", "mean_ood", "delta_baseline", "delta_best", "seeds", "train_s", "train_steps")
 #: the cost columns, as the GKD paper's Params column: the row's model's parameters (the student with its head; the
 #: teacher's own in its row), the method's extra trainable parameters, GFLOPs of one evaluation forward
 #: (``kdbench.engine.cost``), training images per second
@@ -124,6 +125,7 @@ def paper_table(scores: pd.DataFrame, benchmarks: list[str], targets: dict[str, 
                 Column(SUMMARY, f"Δ {baseline}", DELTA, DELTA_BASELINE),
                 Column(SUMMARY, "Δ best baseline", DELTA, DELTA_BEST),
                 Column(SUMMARY, "seeds", COUNT, SEEDS), Column(SUMMARY, "train s", SECONDS, TRAIN_S),
+                Column(SUMMARY, "train steps", STEPS, TRAIN_STEPS),
                 *(Column(SUMMARY, name, COST, key) for key, name, _, _ in COST_COLUMNS)]
     rows = []
     for method in method_order(scores):
@@ -139,7 +141,8 @@ def paper_table(scores: pd.DataFrame, benchmarks: list[str], targets: dict[str, 
         row.ood_by_seed = [float(v) for v in per_seed["out-of-domain"].mean()]
         row.cells += [Cell.of(per_seed["in-domain"].mean()), Cell.of(per_seed["out-of-domain"].mean()),
                       Cell(), Cell(), Cell(float(row.seeds), None, row.seeds),
-                      Cell() if row.reference == "teacher" else Cell.of([runs.train_s.mean()])]
+                      Cell() if row.reference == "teacher" else Cell.of([runs.train_s.mean()]),
+                      Cell() if row.reference == "teacher" else Cell.of([runs.train_steps.mean()])]
         row.cells += [cost_cell(runs, field, scale) for _, _, field, scale in COST_COLUMNS]
         rows.append(row)
     table = PaperTable(str(scores.suite.iloc[0]), str(scores.setting.iloc[0]), str(scores.pair.iloc[0]),
@@ -216,7 +219,7 @@ def best_baseline(table: PaperTable, method: str) -> str | None:
 
 def summary_view(table: PaperTable) -> PaperTable:
     """The table cut to the columns that summarise every benchmark (mean ID, mean OOD, the Δ columns, seeds, train
-    time; not the cost columns): what fits on a terminal."""
+    time and steps; not the cost columns): what fits on a terminal."""
     keep = [i for i, c in enumerate(table.columns) if c.group == SUMMARY and c.kind != COST]
     rows = [Row(r.method, r.family, r.seeds, [r.cells[i] for i in keep], r.ood_by_seed, r.reference)
             for r in table.rows]
