@@ -14,7 +14,7 @@ import hashlib
 import json
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +25,7 @@ import torch
 from kdbench.config import LATER, YES, Config, declaration, is_section, iter_settings
 from kdbench.data.domains import get_domain
 from kdbench.data.loaders import FixedInputs, StageData
+from kdbench.data.real.catalog import get_dataset
 from kdbench.data.real.holdout import RULE as HOLDOUT_RULE
 from kdbench.data.sources import domain_classes, is_real
 from kdbench.data.synthetic import Split, make_split
@@ -148,11 +149,20 @@ def run_identity(job: Job, cfg: Config, suite: Suite) -> dict[str, Any]:
                 identity[f.name] = section
     identity.update(_entering(cfg))
     if any(is_real(d) for d in job.benchmark.domains):  # what real runs train and select on
-        identity["data"]["holdout"] = HOLDOUT_RULE
+        identity["data"]["holdout"] = holdout_identity(job.benchmark.domains)
     files = _file_digests(_digested(job, cfg))
     if files:
         identity["files"] = files
     return identity
+
+
+def holdout_identity(domains: Iterable[str]) -> str:
+    """The validation rule of a real benchmark, for its runs' identity: the holdout rule, plus the datasets whose
+    slice ``data prepare`` cuts from the raw training list (Mapillary). Their val rows came with that cut, so runs
+    scoring one are redone to score it (an oracle over trials then averages the same targets); every other run, and
+    every cached teacher head, keeps its identity: what they train on and score did not change."""
+    cut = sorted(d for d in domains if is_real(d) and get_dataset(d).held_out)
+    return f"{HOLDOUT_RULE}; converted from the raw training list's slice: {', '.join(cut)}" if cut else HOLDOUT_RULE
 
 
 def _file_digests(settings: dict[str, Any]) -> dict[str, str]:

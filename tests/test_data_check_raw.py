@@ -23,6 +23,7 @@ RAW = ["mapillary", "potsdam-rgb", "potsdam-irrg", "vaihingen-irrg"]
 DECOY_ID = "corrupt-truncated-bad00"  # a correct image and label, named to look broken
 NO_LABEL_ID = "nolabel-image-000000001"
 MAPILLARY_IDS = (*rf.MAPILLARY_IDS, DECOY_ID, NO_LABEL_ID)
+TRAINING = sorted(rf.MAPILLARY_TRAINING_IDS)  # the held-out slice of these 12: the last 2
 
 
 def check(data: Path, cache: Path, *extra: str):
@@ -63,6 +64,11 @@ def seed_faults(data: Path) -> dict[str, list[str]]:
     off_ids[5, 7] = 77  # v1.2 has ids 0..65
     fx.write_palette(mapillary / "labels" / f"{rf.MAPILLARY_IDS[1]}.png", off_ids, rf.MAPILLARY_COLOURS)
     (mapillary / "labels" / f"{NO_LABEL_ID}.png").unlink()
+    training = data / "mapillary" / "training" / "labels"
+    off_ids[5, 7] = 99
+    fx.write_palette(training / f"{TRAINING[-1]}.png", off_ids, rf.MAPILLARY_COLOURS)  # in the held-out slice
+    before_slice = training / f"{TRAINING[-3]}.png"  # prepare never reads it: broken, it must not be reported
+    before_slice.write_bytes(before_slice.read_bytes()[:200])
 
     label_zip = data / "potsdam" / "5_Labels_all_noBoundary.zip"
     small = rf.isprs_label(64, 40, off_table=False)
@@ -83,7 +89,7 @@ def seed_faults(data: Path) -> dict[str, list[str]]:
     return {
         "mapillary": [f"validation/labels/{rf.MAPILLARY_IDS[0]}.png",
                       f"validation/labels/{rf.MAPILLARY_IDS[1]}.png: values 77",
-                      f"validation/images/{NO_LABEL_ID}.jpg"],
+                      f"validation/images/{NO_LABEL_ID}.jpg", f"training/labels/{TRAINING[-1]}.png: values 99"],
         "potsdam-rgb": [size_detail],
         "potsdam-irrg": [size_detail.replace("2_Ortho_RGB", "3_Ortho_IRRG").replace("_RGB.tif", "_IRRG.tif"),
                          "3_Ortho_IRRG.zip:3_Ortho_IRRG/top_potsdam_2_10_IRRG.tif"],
@@ -98,6 +104,8 @@ def test_correct_raw_downloads_are_a_note_not_an_error(tmp_path):
     assert result.output.count("raw OK; run kdbench data prepare") == len(RAW)
     assert "error:" not in result.output and "Traceback" not in result.output
     assert "train 1/24 tiles" in result.output and "val 4/2000 images, 4 labels" in result.output
+    assert "train 2/500 images, 2 labels" in result.output  # Mapillary's held-out training slice, its target-val
+    assert "the last 2 of the 12 images in training/images are its target-val" in result.output
     assert "Raw downloads OK, not converted yet: " + ", ".join(RAW) in result.output
     assert not (tmp_path / "cache").exists()  # check never writes
 
@@ -111,14 +119,15 @@ def test_every_seeded_fault_is_named_and_no_decoy(tmp_path):
     for name, files in faults.items():
         for text in files:
             assert text in result.output, (name, text, result.output)
-    for decoy in (DECOY_ID, "area9", "area1", "training/", "v2.0", "top_potsdam_2_10_RGB", "2_10_label"):
+    for decoy in (DECOY_ID, "area9", "area1", TRAINING[-3], "v2.0", "top_potsdam_2_10_RGB", "2_10_label"):
         assert decoy not in result.output, decoy
     assert "raw OK" not in result.output
     assert "kdbench data prepare refuses them" in result.output  # what to do about the image without a label
 
     kinds = {r.name: sorted(p.kind for p in r.errors) for r in check_datasets(RAW, data, tmp_path / "cache", {})}
-    assert kinds == {"mapillary": ["no-label", "off-table", "unreadable"], "potsdam-rgb": ["size-mismatch"],
-                     "potsdam-irrg": ["size-mismatch", "unreadable"], "vaihingen-irrg": ["off-table"]}
+    assert kinds == {"mapillary": ["no-label", "off-table", "off-table", "unreadable"],
+                     "potsdam-rgb": ["size-mismatch"], "potsdam-irrg": ["size-mismatch", "unreadable"],
+                     "vaihingen-irrg": ["off-table"]}
 
 
 @pytest.mark.parametrize("workers", ["2", "5"])

@@ -217,23 +217,28 @@ def test_mapillary_lut_against_datasets_md():
 
 @pytest.mark.parametrize("layout", ["v1.2", "v2.0"])
 def test_mapillary_half_resolution(tmp_path, layout):
-    raw = rf.write_mapillary(tmp_path / "data" / "mapillary", layout=layout)
+    raw = rf.write_mapillary(tmp_path / "data" / "mapillary", layout=layout, training=None)
+    training = rf.write_mapillary_training(tmp_path / "data" / "mapillary", layout=layout)
     summary = prepare_datasets(["mapillary"], tmp_path / "data", tmp_path / "cache", {}, echo=quiet)
     half = tmp_path / "cache" / "mapillary" / "half"
-    assert sorted(p.name for p in (half / "val_img").iterdir()) == sorted(f"{k}.jpg" for k in rf.MAPILLARY_IDS)
-    assert sorted(p.name for p in (half / "val_label").iterdir()) == sorted(f"{k}.png" for k in rf.MAPILLARY_IDS)
+    held_out = sorted(rf.MAPILLARY_TRAINING_IDS)[-2:]  # the last ceil(12/10) of the sorted training list
+    for split, keys in (("val", rf.MAPILLARY_IDS), ("train", held_out)):
+        assert sorted(p.name for p in (half / f"{split}_img").iterdir()) == sorted(f"{k}.jpg" for k in keys)
+        assert sorted(p.name for p in (half / f"{split}_label").iterdir()) == sorted(f"{k}.png" for k in keys)
     lut = np.array(MAPILLARY_LUT + [255] * (256 - 66), np.uint8)
-    for key, arrays in raw.items():
+    converted = [("val", key, arrays) for key, arrays in raw.items()]
+    converted += [("train", key, training[key]) for key in held_out]
+    for split, key, arrays in converted:
         assert set(np.unique(arrays["ids"])) == set(range(66)) | {200}
-        with Image.open(half / "val_img" / f"{key}.jpg") as image:
+        with Image.open(half / f"{split}_img" / f"{key}.jpg") as image:
             assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (32, 24))
             pixels = np.asarray(image).astype(float)
-        with Image.open(half / "val_label" / f"{key}.png") as label:
+        with Image.open(half / f"{split}_label" / f"{key}.png") as label:
             assert (label.mode, label.size) == ("L", (32, 24))
             np.testing.assert_array_equal(np.asarray(label), lut[arrays["ids"][::2, ::2]])
         block_mean = arrays["image"].astype(float).reshape(24, 2, 32, 2, 3).mean(axis=(1, 3))
         assert np.abs(pixels - block_mean).mean() < 4
-    assert summary["mapillary"].counts == {"val": 2}
+    assert summary["mapillary"].counts == {"train": 2, "val": 2}
 
 
 def test_mapillary_config_checked(tmp_path):

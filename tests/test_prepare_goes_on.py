@@ -69,7 +69,8 @@ def test_all_good_exits_zero(tmp_path):
     result = CliRunner().invoke(cli, ["data", "prepare", "--datasets", "mapillary,gta5", "--data-root", str(data),
                                       "--cache", str(cache)])
     assert result.exit_code == 0, result.output
-    assert "  mapillary: prepared in" in result.output and "2 images converted" in result.output
+    assert "  mapillary: prepared in" in result.output and "4 images converted" in result.output
+    assert "(train 2, val 2)" in result.output  # the 2 validation images and the held-out 2 of 12 training images
 
 
 def test_workers_reach_the_conversion_and_change_nothing(tmp_path, monkeypatch):

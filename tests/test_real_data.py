@@ -60,7 +60,7 @@ RESCUE5 = ["impervious_surface", "building", "vegetation", "car", "clutter"]
 
 OFFICIAL = {"gta5": {"train": 24966}, "synthia": {"train": 9400}, "urbansyn": {"train": 7539},
             "cityscapes": {"train": 2975, "val": 500}, "bdd100k": {"train": 7000, "val": 1000},
-            "mapillary": {"val": 2000}, "acdc-night": {"train": 400, "val": 106, "test": 500},
+            "mapillary": {"val": 2000, "train": 500}, "acdc-night": {"train": 400, "val": 106, "test": 500},
             "acdc-snow": {"train": 400, "val": 100, "test": 500}, "acdc-fog": {"train": 400, "val": 100, "test": 500},
             "acdc-rain": {"train": 400, "val": 100, "test": 500}, "potsdam-rgb": {"train": 3456, "val": 2016},
             "potsdam-irrg": {"train": 3456, "val": 2016}, "vaihingen-irrg": {"train": 344, "val": 398},

@@ -95,21 +95,25 @@ def test_no_image_is_in_two_of_train_val_test(data, bench):
     for target in benchmark.targets:
         target_test = images(rd.test_items(target))
         assert target_test and not target_test & (train | val)
-        if target == "mapillary":  # converted from its validation images only: no labelled training split
-            assert not rd.has_val(target)
-            continue
         assert rd.has_val(target)
         target_val = images(rd.val_items(target))
         assert target_val and not target_val & target_test and not target_val & train
+        if DATASETS[target].held_out:  # Mapillary: no image id in both its converted slice and its test split
+            assert not {p.stem for p in target_val} & {p.stem for p in target_test}
 
 
 def test_every_val_image_comes_from_its_datasets_training_split(data):
     rd = real_data(*data)
-    for name in {d for b in DG5.benchmarks.values() for d in b.domains} - {"mapillary"}:
-        split = images(rd.items(name, DATASETS[name].train_split))
-        assert images(rd.val_items(name)) < split, name
-        for other in DATASETS[name].split_names:
-            if other != DATASETS[name].train_split and DATASETS[name].split(other).labelled:
+    for name in {d for b in DG5.benchmarks.values() for d in b.domains}:
+        spec = DATASETS[name]
+        split = images(rd.items(name, spec.val_split))
+        if spec.held_out:  # converted from the held-out slice only: all of it, never cut again
+            assert spec.val_split == "train" and spec.train_split is None, name
+            assert images(rd.val_items(name)) == split and len(split) == 2, name
+        else:
+            assert spec.val_split == spec.train_split and images(rd.val_items(name)) < split, name
+        for other in spec.split_names:
+            if other != spec.val_split and spec.split(other).labelled:
                 assert not images(rd.val_items(name)) & images(rd.items(name, other)), (name, other)
 
 
@@ -139,10 +143,18 @@ def test_a_training_stream_never_yields_a_held_out_image(data, source, kind):
     assert not seen & images(rd.val_items(source))
 
 
-def test_mapillary_val_is_a_one_line_error(data):
-    with pytest.raises(UserError, match="dataset mapillary has no validation split") as err:
-        real_data(*data).val_items("mapillary")
+def test_a_dataset_without_a_val_split_is_a_one_line_error(data):
+    with pytest.raises(UserError, match="dataset rescuenet has no validation split") as err:
+        real_data(*data).val_items("rescuenet")
     assert "\n" not in str(err.value)
+
+
+def test_mapillary_target_val_is_its_converted_slice_read_in_full(data):
+    rd = real_data(*data)
+    val = [item.image for item in rd.val_items("mapillary")]
+    assert [p.parent.name for p in val] == ["train_img", "train_img"]  # both, not val_count(2) = 1 of them
+    assert len(val) == 2 and val_count(2) == 1
+    assert not set(val) & images(rd.test_items("mapillary"))
 
 
 def test_a_missing_training_folder_of_a_target_is_named(data, tmp_path):
@@ -159,7 +171,7 @@ def test_validation_is_off_with_eval_validate_false(data):
         rd.cfg.eval.validate = validate
         ws = SimpleNamespace(cfg=rd.cfg, real=rd)
         assert Workspace.has_val(ws, "cityscapes") is validate
-        assert Workspace.has_val(ws, "mapillary") is False
+        assert Workspace.has_val(ws, "mapillary") is validate
 
 
 # --- a larger split: the slice's place and size, the bounds ------------------------------------------------------
@@ -223,7 +235,10 @@ def test_dg5_run_records_val_rows_for_source_and_targets(data, tmp_path):
             for domain in b.domains:
                 role = "source" if domain == b.source else "target"
                 expected.add((bench, method, domain, role, "test"))
-                if domain != "mapillary":
-                    expected.add((bench, method, domain, role, "val"))
+                expected.add((bench, method, domain, role, "val"))
     assert rows == expected
-    assert all(r["images"] == 1 for r in records if r["split"] == "val")  # one held-out image per fixture split
+    val = [r for r in records if r["split"] == "val"]
+    # one held-out image per fixture training split; Mapillary's converted slice of 2 is scored whole
+    assert {r["images"] for r in val if r["domain"] != "mapillary"} == {1}
+    assert {r["images"] for r in val if r["domain"] == "mapillary"} == {2}
+    assert {r["benchmark"] for r in val if r["domain"] == "mapillary"} == {"gtav"}

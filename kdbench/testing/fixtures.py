@@ -28,6 +28,8 @@ LABEL_IDS = tuple(range(34))
 TRAIN_IDS = (*range(19), 255)
 ACDC_CONDITIONS = {"fog": "GOPR0475", "night": "GOPR0351", "rain": "GOPR0402", "snow": "GOPR0122"}
 MAPILLARY_IDS = ("-1A2b3C4d5E6f7G8h9I0jK", "__CRyFzoDOXn6unQ6a3DnQ")
+#: the converted held-out slice of the training split: two images, every one of them validation (never cut again)
+MAPILLARY_HELD_OUT_IDS = ("ZzTrainHeldOut00000000", "zzTrainHeldOut00000001")
 
 
 @dataclass(frozen=True)
@@ -237,15 +239,18 @@ def make_bdd100k(root: Path, off_table: bool = True) -> Fixture:
 
 def make_mapillary_prepared(root: Path, off_table: bool = True) -> Fixture:
     """The converted half-resolution validation copies GKD evaluates (``half/val_img/<id>.jpg`` +
-    ``half/val_label/<id>.png``, L train ids; off-table 19 and 200); 32×24 (half of 64×48); ``root`` is
-    ``<cache>/mapillary``."""
+    ``half/val_label/<id>.png``, L train ids; off-table 19 and 200) and, the same way, the held-out slice of the
+    training split (``half/train_img``, ``half/train_label``: split ``train``, its target-val); 32×24 (half of
+    64×48); ``root`` is ``<cache>/mapillary``."""
     fx = Fixture("mapillary", root)
     ids = with_off_table(TRAIN_IDS, (19, 200), off_table)
-    for i, name in enumerate(MAPILLARY_IDS):
-        pixels = random_image(24, 32, seed_of("mapillary", i))
-        image = write_rgb(root / "half" / "val_img" / f"{name}.jpg", pixels, "JPEG")
-        raw = stripes(ids, 24, 32, reverse=i == 1)
-        _sample(fx, "val", image, pixels, write_grey(root / "half" / "val_label" / f"{name}.png", raw), raw)
+    for split, names in (("val", MAPILLARY_IDS), ("train", MAPILLARY_HELD_OUT_IDS)):
+        for i, name in enumerate(names):
+            pixels = random_image(24, 32, seed_of("mapillary", i) if split == "val" else seed_of("mapillary", split, i))
+            image = write_rgb(root / "half" / f"{split}_img" / f"{name}.jpg", pixels, "JPEG")
+            raw = stripes(ids, 24, 32, reverse=i == 1)
+            label = write_grey(root / "half" / f"{split}_label" / f"{name}.png", raw)
+            _sample(fx, split, image, pixels, label, raw)
     return fx
 
 

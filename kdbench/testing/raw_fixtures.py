@@ -1,7 +1,7 @@
 """Writers of tiny RAW originals for the ``data prepare`` tests, in the layouts of the official downloads
 (datasets.md §6, §9, §10, §15): ISPRS Potsdam/Vaihingen colour-coded TIFF tiles (folders or the official zips,
-with decoys) and Mapillary Vistas v1.2 validation data in both packagings (P-mode labels over all 66 ids plus an
-out-of-range index, and a 66-entry ``config.json``).
+with decoys) and Mapillary Vistas v1.2 validation and training data in both packagings (P-mode labels over all 66
+ids plus an out-of-range index, and a 66-entry ``config.json``).
 
 The writers return the raw arrays they wrote; the expected converted outputs are for the tests to compute.
 """
@@ -46,6 +46,9 @@ MAPILLARY_COLOURS = (
     (120, 10, 10), (0, 0, 0),
 )
 MAPILLARY_IDS = ("__CRyFzoDOXn6unQ6a3DnQ", "-0qHgJ1pYVHzoVzu4RgoVQ")
+#: twelve training ids (22 characters, leading characters whose sorted order is neither the written order nor a
+#: case-insensitive one): the held-out slice of twelve is the last two in sorted order
+MAPILLARY_TRAINING_IDS = tuple(f"{lead}train{i:02d}{'q' * 14}" for i, lead in enumerate("zaZ_b-YcAyBd"))
 #: a palette index no v1.2 class uses (the converter must map it to ignore)
 MAPILLARY_OUT_OF_RANGE = 200
 
@@ -161,35 +164,57 @@ def mapillary_config(readable: tuple[str, ...] = MAPILLARY_READABLE) -> dict:
 
 def write_mapillary(root: Path, layout: str = "v1.2", ids: tuple[str, ...] = MAPILLARY_IDS,
                     size: tuple[int, int] = (64, 48), readable: tuple[str, ...] | None = MAPILLARY_READABLE,
-                    out_of_range: bool = True) -> dict[str, dict[str, np.ndarray]]:
+                    out_of_range: bool = True,
+                    training: tuple[str, ...] | None = MAPILLARY_TRAINING_IDS) -> dict[str, dict[str, np.ndarray]]:
     """Raw Mapillary Vistas under ``root`` (the ``mapillary`` folder).
 
     ``layout`` "v1.2": standalone ``{training,validation}/{images,labels}`` + ``config.json``; "v2.0": the v2.0
     package, ``{split}/images``, ``{split}/v1.2/labels``, ``{split}/v2.0/labels`` (a decoy) + ``config_v1.2.json``
     and ``config_v2.0.json``. Validation images are smooth gradients of ``size`` (W, H); labels are P-mode PNGs of
-    :func:`mapillary_ids_map`, shifted per image (``out_of_range`` false: ids 0..65 only, a correct download). One
-    training image is written too (prepare must ignore it). ``readable`` None writes no config. Returns ``{id:
-    {"image", "ids"}}`` of the validation split.
+    :func:`mapillary_ids_map`, shifted per image (``out_of_range`` false: ids 0..65 only, a correct download). The
+    ``training`` images are written by :func:`write_mapillary_training` (``None``: no training folder, a download
+    of the validation split only). ``readable`` None writes no config. Returns ``{id: {"image", "ids"}}`` of the
+    validation split.
     """
-    width, height = size
-    y, x = np.mgrid[0:height, 0:width]
-    labels_dir = {"v1.2": "labels", "v2.0": "v1.2/labels"}[layout]
     files: dict[str, bytes] = {}
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for n, key in enumerate(ids):
-        image = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 60 + 100 * n)], -1).astype(np.uint8)
-        ids_map = mapillary_ids_map(width, height, shift=5 * n, out_of_range=out_of_range)
-        out[key] = {"image": image, "ids": ids_map}
-        files[f"validation/images/{key}.jpg"] = _jpeg(image)
-        files[f"validation/{labels_dir}/{key}.png"] = _p_mode_png(ids_map)
-        if layout == "v2.0":
-            files[f"validation/v2.0/labels/{key}.png"] = _p_mode_png(np.full_like(ids_map, 123))
-    files["training/images/zzzzzzzzzzzzzzzzzzzzzz.jpg"] = _jpeg(np.zeros((height, width, 3), np.uint8))
-    files[f"training/{labels_dir}/zzzzzzzzzzzzzzzzzzzzzz.png"] = _p_mode_png(np.zeros((height, width), np.uint8))
+    out = _mapillary_split(files, "validation", layout, ids, size, out_of_range, 60, 100, 5)
     if readable is not None:
         config_name = {"v1.2": "config.json", "v2.0": "config_v1.2.json"}[layout]
         files[config_name] = json.dumps(mapillary_config(readable)).encode()
     if layout == "v2.0":
         files["config_v2.0.json"] = json.dumps(mapillary_config(tuple(f"v2 class {k}" for k in range(124)))).encode()
     _put(root, files, None)
+    if training is not None:
+        write_mapillary_training(root, layout, training, size, out_of_range)
+    return out
+
+
+def write_mapillary_training(root: Path, layout: str = "v1.2", ids: tuple[str, ...] = MAPILLARY_TRAINING_IDS,
+                             size: tuple[int, int] = (64, 48),
+                             out_of_range: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """Mapillary's training split under ``root`` in the packaging of ``layout`` (as :func:`write_mapillary`), one
+    image per id, each different from every validation image. Returns ``{id: {"image", "ids"}}``."""
+    files: dict[str, bytes] = {}
+    out = _mapillary_split(files, "training", layout, ids, size, out_of_range, 20, 19, 7)
+    _put(root, files, None)
+    return out
+
+
+def _mapillary_split(files: dict[str, bytes], split: str, layout: str, ids: tuple[str, ...], size: tuple[int, int],
+                     out_of_range: bool, blue: int, step: int, shift: int) -> dict[str, dict[str, np.ndarray]]:
+    """Adds one split's images and labels to ``files``: image ``n`` has blue ``blue + step * n`` (mod 256) and its
+    label the ids shifted by ``shift * n``."""
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    labels_dir = {"v1.2": "labels", "v2.0": "v1.2/labels"}[layout]
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for n, key in enumerate(ids):
+        image = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, (blue + step * n) % 256)],
+                         -1).astype(np.uint8)
+        ids_map = mapillary_ids_map(width, height, shift=shift * n, out_of_range=out_of_range)
+        out[key] = {"image": image, "ids": ids_map}
+        files[f"{split}/images/{key}.jpg"] = _jpeg(image)
+        files[f"{split}/{labels_dir}/{key}.png"] = _p_mode_png(ids_map)
+        if layout == "v2.0":
+            files[f"{split}/v2.0/labels/{key}.png"] = _p_mode_png(np.full_like(ids_map, 123))
     return out

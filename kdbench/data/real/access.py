@@ -3,7 +3,9 @@
 Every dataset's training split is cut once into training images and a held-out validation slice
 (:mod:`kdbench.data.real.holdout`): training streams draw from the first part only, :meth:`RealData.val_loader`
 scores the slice (a source's source-val, a target's target-val) and :meth:`RealData.eval_loader` the test split,
-which never holds a validation image."""
+which never holds a validation image. Mapillary, never trained on, is converted with its slice already cut
+(the catalog's ``held_out`` split, cut by ``data prepare`` from the raw training list): read in full, never cut
+again."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from kdbench.config import Config
 from kdbench.data.real.catalog import DatasetSpec, get_dataset
-from kdbench.data.real.files import dataset_root, read_image, read_label, split_samples
+from kdbench.data.real.files import dataset_root, holds_split, read_image, read_label, split_samples
 from kdbench.data.real.holdout import hold_out
 from kdbench.data.real.streams import (
     EvalImages,
@@ -53,6 +55,7 @@ class RealData:
         self._items: dict[tuple[str, str], list[ImageItem]] = {}
         self._proxy: list[ImageItem] | None = None
         self._unlabelled: dict[tuple[str, str], int] = {}
+        self._without_val: set[str] = set()
 
     def spec(self, name: str) -> DatasetSpec:
         return get_dataset(name)
@@ -62,7 +65,7 @@ class RealData:
         key = (name, split)
         if key not in self._items:
             spec = self.spec(name)
-            root = dataset_root(spec, Path(self.cfg.data.root), self.cfg.data.paths, self.cache)
+            root = self.root(name)
             if spec.prepared:
                 _refuse_unfinished(name, root, self.cache)
             samples, skipped = split_samples(spec, root, split, self.cfg.data.missing_labels)
@@ -75,6 +78,10 @@ class RealData:
             self._items[key] = [ImageItem(s.image, s.label) for s in samples]
         items = self._items[key]
         return items[:limit] if limit else items
+
+    def root(self, name: str) -> Path:
+        """The folder ``name`` is read from (:func:`~kdbench.data.real.files.dataset_root`)."""
+        return dataset_root(self.spec(name), Path(self.cfg.data.root), self.cfg.data.paths, self.cache)
 
     def images_without_labels(self, names: Iterable[str]) -> dict[str, int]:
         """How many images of each split of ``names`` read so far were left out for want of a label file
@@ -104,7 +111,8 @@ class RealData:
         return _first(items, self.cfg.eval.images)
 
     def val_items(self, name: str) -> list[ImageItem]:
-        """``name``'s validation slice of its training split, the first ``eval.images`` of it (0 = all)."""
+        """``name``'s validation slice of its training split, the first ``eval.images`` of it (0 = all): the last
+        images of its training list, or all of a ``held_out`` split (converted from the slice only)."""
         spec = self.spec(name)
         if spec.val_split is None:
             raise UserError(f"dataset {name} has no validation split: the catalog lists no labelled training split "
@@ -114,12 +122,24 @@ class RealData:
         except UserError as err:
             raise UserError(f"{err} (its validation images are held out of its {spec.val_split} split; "
                             "eval.validate=false scores test splits only)") from err
-        _, val = hold_out(items)
+        val = items if spec.held_out else hold_out(items)[1]
         return _first(val, self.cfg.eval.images)
 
     def has_val(self, name: str) -> bool:
-        """Whether ``name`` has validation images: a labelled training split of at least two images."""
-        return self.spec(name).val_split is not None and bool(self.val_items(name))
+        """Whether ``name`` has validation images: a labelled training split of at least two images, or a converted
+        ``held_out`` split. A ``held_out`` split that was never converted (a download without its training folder,
+        or a conversion from before it existed) means no validation images, with a one-line warning, once."""
+        spec = self.spec(name)
+        if spec.val_split is None:
+            return False
+        if spec.held_out and not holds_split(spec, self.root(name), spec.held_out):
+            if name not in self._without_val:
+                self._without_val.add(name)
+                warnings.warn(f"dataset {name}: no validation images: its held-out training images are not "
+                              f"converted in {self.root(name)} (kdbench data prepare converts them where the raw "
+                              "download has its training folder)", stacklevel=2)
+            return False
+        return bool(self.val_items(name))
 
     def stage_data(self, source: str) -> RealStageData:
         return RealStageData(self, source)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kdbench.data.real.holdout import val_count
 from kdbench.data.real.labels import class_table
 from kdbench.errors import UserError
 
@@ -70,6 +71,8 @@ class DatasetSpec:
     it). ``train_scale_base``: the short-edge base of GKD's ``RandomChoiceResize``. ``train_split``: the split a
     benchmark trains on as source (``None``: target only); ``eval_split``: the split it is scored on as target (for
     the synthetic sources, which have no held-out split, their only split, less its validation slice).
+    ``held_out``: a split that ``data prepare`` converts from the held-out slice of the raw training list only
+    (Mapillary, never trained on): the converted copy *is* the validation slice, read in full, never cut again.
     ``path_keys``: the ``data.paths`` keys that override its folder, most specific first."""
 
     name: str
@@ -84,6 +87,7 @@ class DatasetSpec:
     train_split: str | None
     prepared: bool = False
     reduce_zero_label: bool = False
+    held_out: str | None = None
     path_keys: tuple[str, ...] = ()
     source: str = ""
     note: str = ""
@@ -104,9 +108,9 @@ class DatasetSpec:
     def val_split(self) -> str | None:
         """The labelled split whose held-out slice is this dataset's validation images
         (:mod:`kdbench.data.real.holdout`): its training split, whether a benchmark trains on it or scores it as a
-        target; ``None`` where the catalog lists none (Mapillary, converted from its validation images only;
-        RescueNet, a test set)."""
-        return self.train_split
+        target, or its :attr:`held_out` split, the slice already cut by ``data prepare`` (Mapillary); ``None`` where
+        the catalog lists none (RescueNet, a test set)."""
+        return self.held_out or self.train_split
 
     @property
     def split_names(self) -> tuple[str, ...]:
@@ -177,6 +181,14 @@ def _isprs(split: str) -> Layout:
     return Layout(f"img_dir/{split}", ".png", f"ann_dir/{split}", (LabelFormat(".png", "isprs-ann"),))
 
 
+#: Mapillary Vistas v1.2's training split: 18,000 images, of which ``data prepare`` converts only the held-out slice
+MAPILLARY_TRAINING = 18000
+
+
+def _mapillary(split: str) -> Layout:
+    return Layout(f"half/{split}_img", ".jpg", f"half/{split}_label", (LabelFormat(".png", CS_TRAINIDS),))
+
+
 ACDC_VAL = {"night": 106, "snow": 100, "fog": 100, "rain": 100}
 ACDC_TRAIN, ACDC_TEST = 400, 500
 
@@ -201,10 +213,10 @@ _ALL = [
           test_scale=(1280, 720), train_scale_base=512, eval_split="val", train_split="train",
           source="datasets.md §5"),
     _spec("mapillary", "Mapillary Vistas v1.2 (half resolution)", "cityscapes19", folders=("mapillary", "Mapillary"),
-          splits=(SplitSpec("val", 2000, (Layout("half/val_img", ".jpg", "half/val_label",
-                                                 (LabelFormat(".png", CS_TRAINIDS),)),)),),
+          splits=(SplitSpec("val", 2000, (_mapillary("val"),)),
+                  SplitSpec("train", val_count(MAPILLARY_TRAINING), (_mapillary("train"),))),
           test_scale=(1024, 512), train_scale_base=512, eval_split="val", train_split=None, prepared=True,
-          source="datasets.md §6"),
+          held_out="train", source="datasets.md §6"),
     *[_spec(f"acdc-{cond}", f"ACDC {cond}", "cityscapes19", folders=("acdc", "ACDC"),
             splits=(SplitSpec("train", ACDC_TRAIN, (_acdc(cond, "train"),)),
                     SplitSpec("val", size, (_acdc(cond, "val"),)),

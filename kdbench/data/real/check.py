@@ -28,6 +28,7 @@ from kdbench.data.real.files import (
     dataset_root,
     find_layout,
     holds_images,
+    holds_split,
     list_samples,
     read_image,
     read_raw_label,
@@ -48,6 +49,7 @@ KINDS = {
     "count": "count differs from the official size",
     "config": "dataset config file",
     "prepare": "needs converting",
+    "held-out": "held-out training slice",
 }
 #: what to do about images without labels, by report kind (raw download or files read as they are)
 NO_LABEL_HINT = {False: "a run refuses such a split; --set data.missing_labels=skip leaves these images out",
@@ -167,7 +169,8 @@ def _interrupted(name: str, root: Path, cache_dir: Path) -> bool:
 
 
 def default_splits(spec: DatasetSpec) -> list[str]:
-    return list(dict.fromkeys(s for s in (spec.train_split, spec.eval_split) if s is not None))
+    """The splits a run reads: training, evaluation, and the one its validation images come from."""
+    return list(dict.fromkeys(s for s in (spec.train_split, spec.eval_split, spec.val_split) if s is not None))
 
 
 def format_reports(reports: Sequence[DatasetReport]) -> str:
@@ -201,6 +204,12 @@ def format_reports(reports: Sequence[DatasetReport]) -> str:
 def _check_split(spec: DatasetSpec, root: Path, split: str, limit: int | None, workers: int,
                  report: DatasetReport) -> None:
     split_spec = spec.split(split)
+    if split == spec.held_out and not holds_split(spec, root, split):
+        folder = root / split_spec.layouts[0].image_dir(split)
+        report.problems.append(Problem("missing-folder", WARNING, split, f"no target-val: {folder} not found (the "
+                                       "held-out training images; kdbench data prepare converts them where the raw "
+                                       "download has its training folder)", folder))
+        return
     try:
         samples = list_samples(spec, root, split, missing_labels="keep")
     except UserError as err:
@@ -274,7 +283,7 @@ def _problem_lines(report: DatasetReport) -> list[str]:
         groups.setdefault((problem.severity, problem.kind), []).append(problem)
     lines = []
     for (severity, kind), problems in sorted(groups.items(), key=lambda kv: (_SEVERITY_ORDER[kv[0][0]], kv[0][1])):
-        if kind in ("missing-folder", "empty", "config", "prepare"):
+        if kind in ("missing-folder", "empty", "config", "prepare", "held-out"):
             lines += [f"  {severity}: {p.detail}" for p in problems]
         elif kind == "count":
             counts = ", ".join(f"{s.split} {s.images} of {s.official}" for s in report.splits

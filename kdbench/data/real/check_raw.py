@@ -5,8 +5,10 @@ The raw files are found as ``prepare`` finds them (:mod:`~kdbench.data.real.prep
 :mod:`~kdbench.data.real.prepare_mapillary`: extracted folders or the official zips). Per split: tiles/images
 against the official split lists (a different count is a warning), images without a label; per checked pair: the
 image and label decode in full (a truncated file is an error), have the same size, and the label holds only the
-table's values (ISPRS colours, Mapillary v1.2 ids 0..65). Files ``prepare`` never reads (Vaihingen's area9 ground
-truth, Mapillary's training split and v2.0 labels, the colour decoys in the Vaihingen zip) are not looked at.
+table's values (ISPRS colours, Mapillary v1.2 ids 0..65). Of Mapillary's training split only the held-out slice
+``prepare`` converts (its target-val) is checked, as a split ``train``; a download without a training folder is a
+warning (no target-val). Files ``prepare`` never reads (Vaihingen's area9 ground truth, Mapillary's other training
+images and v2.0 labels, the colour decoys in the Vaihingen zip) are not looked at.
 """
 
 from __future__ import annotations
@@ -106,10 +108,34 @@ def _mapillary_listing(name: str, raw_dir: Path) -> RawListing:
             problems.append(Problem("config", ERROR, None, str(err), config))
     else:
         problems.append(Problem("config", NOTE, None, prepare_mapillary.config_note(config), config))
-    pairs = [RawPair(image.stem, prepare_io.file_source(image), prepare_io.file_source(label) if label else None)
-             for image, label in prepare_mapillary.validation_pairs(images, labels)]
-    return RawListing("images", [RawSplit("val", prepare_mapillary.EXPECTED["val"], pairs)], _mapillary_label,
-                      problems)
+    splits = [RawSplit("val", prepare_mapillary.EXPECTED["val"],
+                       _raw_pairs(prepare_mapillary.validation_pairs(images, labels)))]
+    held_out = _mapillary_slice(name, raw_dir, problems)
+    return RawListing("images", splits + ([held_out] if held_out else []), _mapillary_label, problems)
+
+
+def _mapillary_slice(name: str, raw_dir: Path, problems: list[Problem]) -> RawSplit | None:
+    """The held-out slice of the raw training split (what prepare converts as target-val), as split ``train``;
+    ``None``, with a problem noted, when there is none to read."""
+    folder = raw_dir / prepare_mapillary.TRAINING_IMAGES
+    try:
+        held = prepare_mapillary.training_slice(raw_dir, name)
+    except UserError as err:
+        problems.append(Problem("missing-folder", ERROR, "train", str(err), folder))
+        return None
+    if held is None:
+        problems.append(Problem("missing-folder", WARNING, "train", prepare_mapillary.no_training_note(raw_dir),
+                                folder))
+        return None
+    problems.append(Problem("held-out", NOTE, "train", f"held-out slice: the last {len(held.pairs)} of the "
+                            f"{held.total} images in {prepare_mapillary.TRAINING_IMAGES} are its target-val (the only "
+                            "training images prepare converts and check reads)"))
+    return RawSplit("train", prepare_mapillary.EXPECTED["train"], _raw_pairs(held.pairs))
+
+
+def _raw_pairs(pairs: list[tuple[Path, Path | None]]) -> list[RawPair]:
+    return [RawPair(image.stem, prepare_io.file_source(image), prepare_io.file_source(label) if label else None)
+            for image, label in pairs]
 
 
 def _isprs_label(source: Source) -> tuple[tuple[int, int], str]:

@@ -220,7 +220,12 @@ def _resolve(value: str, data_root: Path) -> Path:
 
 def holds_images(spec: DatasetSpec, root: Path) -> bool:
     """Whether one of the image folders of one of ``spec``'s splits exists under ``root``."""
-    return any((root / layout.image_dir(s.name)).is_dir() for s in spec.splits for layout in s.layouts)
+    return any(holds_split(spec, root, s.name) for s in spec.splits)
+
+
+def holds_split(spec: DatasetSpec, root: Path, split: str) -> bool:
+    """Whether one of the image folders of ``spec``'s ``split`` exists under ``root``."""
+    return any((root / layout.image_dir(split)).is_dir() for layout in spec.split(split).layouts)
 
 
 def _scan(folder: Path, layout: Layout) -> list[Path]:

@@ -14,7 +14,10 @@ frames and patches of the training images out of validation (every k-th image wo
 beside near-duplicates it was trained on); at most one city, sequence or tile straddles the boundary. Why the end
 of the list: ``data.train_images`` and GTA5's in-domain score (``eval.images``) take the *first* N images, which
 the slice leaves as they were. Datasets with the same file keys (Potsdam RGB and IRRG patches of the same tiles)
-get the same slice, so Potsdam IRRG's target-val tiles are tiles the RGB source never trained on.
+get the same slice, so Potsdam IRRG's target-val tiles are tiles the RGB source never trained on. Mapillary, never
+trained on, gets the same slice of its raw training list, cut by ``data prepare`` (which converts only those images;
+:mod:`~kdbench.data.real.prepare_mapillary`); its loader reads the converted slice whole (the catalog's
+``held_out``), since cutting the converted 500 again would hold out 50.
 
 The size is a tenth of the split, rounded up, at most :data:`VAL_MAX` images (validation is scored in every run,
 so it costs no more than a target's test split), at least one and never the whole split (a split of fewer than two

@@ -7,7 +7,9 @@ dataset                   raw folder (default ``<root>/…``)      output under 
 ``potsdam-rgb``           ``potsdam`` (2_Ortho_RGB + labels)     ``potsdam/RGB/{img_dir,ann_dir}/{train,val}``
 ``potsdam-irrg``          ``potsdam`` (3_Ortho_IRRG + labels)    ``potsdam/IRRG/{img_dir,ann_dir}/{train,val}``
 ``vaihingen-irrg``        ``vaihingen`` (top/ + eroded GT)       ``vaihingen/{img_dir,ann_dir}/{train,val}``
-``mapillary``             ``mapillary`` (v1.2 or v2.0 package)   ``mapillary/half/{val_img,val_label}``
+``mapillary``             ``mapillary`` (v1.2 or v2.0 package)   ``mapillary/half/{val_img,val_label}`` and, of the
+                                                                 training split's held-out slice only,
+                                                                 ``mapillary/half/{train_img,train_label}``
 ========================  =====================================  ==================================================
 
 Every other dataset is read as it is and has nothing to prepare. Nothing is ever written under the data root or a
@@ -226,7 +228,7 @@ def _run(plan: Plan, echo: Callable[[str], None], workers: int) -> DatasetResult
     if marker and (marker.get("version"), marker.get("params"), marker.get("sources")) == (
             plan.version, plan.params, sources):
         return DatasetResult(plan.name, ALREADY, plan.out_dir, marker["counts"], marker["units"],
-                             expected=plan.expected, unit_kind=plan.unit_kind)
+                             expected=plan.expected, note="; ".join(plan.notes), unit_kind=plan.unit_kind)
     echo(f"{plan.name}: converting {len(plan.units)} {plan.unit_kind} from {plan.raw_dir} into {plan.out_dir}")
     for note in plan.notes:
         echo(f"{plan.name}: note: {note}")
