@@ -55,20 +55,35 @@ def _signed(value: float, digits: int) -> str:
 def welch_interval(a: Iterable[float], b: Iterable[float], confidence: float = 0.95) -> Interval | None:
     """Welch's t interval for mean(a) − mean(b) over seeds; ``None`` when either side has fewer than two values.
     NaN values (missing runs) are left out before counting."""
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), not {confidence}")
     xs = [float(v) for v in a if not math.isnan(float(v))]
     ys = [float(v) for v in b if not math.isnan(float(v))]
     if len(xs) < 2 or len(ys) < 2:
+        _check_confidence(confidence)
         return None
-    delta = _mean(xs) - _mean(ys)
-    va, vb = _variance(xs) / len(xs), _variance(ys) / len(ys)
+    return welch_from_summary(_mean(xs), math.sqrt(_variance(xs)), len(xs), _mean(ys), math.sqrt(_variance(ys)),
+                              len(ys), confidence)
+
+
+def welch_from_summary(mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_b: int,
+                       confidence: float = 0.95) -> Interval | None:
+    """The same interval from each side's mean, sample std (ddof 1) and count, as a report's CSV holds them
+    (``mean``, ``std``, ``n``); ``None`` when either count is under two."""
+    _check_confidence(confidence)
+    if n_a < 2 or n_b < 2:
+        return None
+    delta = mean_a - mean_b
+    va, vb = std_a * std_a / n_a, std_b * std_b / n_b
     se2 = va + vb
     if se2 == 0.0:
         return Interval(delta, delta, delta, confidence, None)
-    df = se2 * se2 / (va * va / (len(xs) - 1) + vb * vb / (len(ys) - 1))
+    df = se2 * se2 / (va * va / (n_a - 1) + vb * vb / (n_b - 1))
     half = float(stats.t.ppf(0.5 + confidence / 2.0, df)) * math.sqrt(se2)
     return Interval(delta, delta - half, delta + half, confidence, df)
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), not {confidence}")
 
 
 def _mean(values: list[float]) -> float:
