@@ -110,6 +110,16 @@ def test_plots_exist_open_and_are_embedded(workdir):
     assert not (workdir / "results" / "tables").exists()  # not asked for
 
 
+def test_an_ablation_without_its_method_is_drawn(workdir):
+    """Charts leave an ablation out beside its method; a run of the ablation alone (a control) is drawn."""
+    for method in (workdir / "results").glob("mini/*/f2l/gkd"):
+        shutil.rmtree(method)
+    report("--out", "rep", "--format", "md,svg")
+    text = (workdir / "rep" / "report.md").read_text()
+    assert "are in the table, not here" not in text
+    assert "gkd-no-cls" in (workdir / "rep" / "plots" / f"{MAIN}-radar.svg").read_text()
+
+
 def test_filters_narrow_the_tables(workdir):
     report("--out", "rep", "--format", "md", "--methods", "gkd", "--benchmarks", "game2real")
     text = (workdir / "rep" / "report.md").read_text()

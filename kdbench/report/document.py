@@ -226,7 +226,8 @@ def _sensitivity_table(frame: pd.DataFrame) -> list[str]:
 def _setting_section(suite: str, setting: str, scores: pd.DataFrame, records: pd.DataFrame, out: Path,
                      formats: tuple[str, ...], report: Report, chosen: bool, rule: str | None = None) -> list[str]:
     """One suite and setting: the scatter, then per pair its table, findings, plots and missing runs. The radar
-    and bar charts leave ablations out unless the methods were ``chosen`` (``--methods``), to stay readable.
+    and bar charts leave ablations out unless the methods were ``chosen`` (``--methods``), to stay readable; an
+    ablation whose method is not in the setting is drawn, as the only row of its family.
     ``rule``: the selection rule the runs were chosen by, named in headings, captions and file names."""
     benchmarks = suite_benchmark_order(suite, list(dict.fromkeys(scores.benchmark)))
     found = targets_by_benchmark(records, suite)
@@ -241,7 +242,8 @@ def _setting_section(suite: str, setting: str, scores: pd.DataFrame, records: pd
     shown = "png" if "png" in image_formats else (image_formats[0] if image_formats else None)
     all_methods = method_order(scores)
     colors = plots.method_colors(all_methods, roles(scores))
-    ablations = frozenset() if chosen else frozenset(scores[scores.family != scores.base].method)
+    ablations = frozenset() if chosen else frozenset(
+        scores[(scores.family != scores.base) & scores.family.isin(set(scores.base))].method)
     rule_parts = [rule] if rule else []
 
     def draw(scope: str, runs: pd.DataFrame, title: str, naming) -> list[str]:

@@ -281,8 +281,10 @@ def target_bars(scores: pd.DataFrame, targets: Mapping[str, Sequence[str]], meth
         return []
     n = len(drawn)
     width = 0.8 / n
+    longest = max(len(line) for _, _, label in groups for line in label.split("\n"))
+    inches = max(0.8, 0.3 + 0.17 * n, 0.085 * longest)  # room for the bars and for the tick label under them
     with figure_style():
-        fig, ax = plt.subplots(figsize=(min(40.0, max(6.0, 1.0 + len(groups) * max(0.8, 0.3 + 0.17 * n))), 4.2))
+        fig, ax = plt.subplots(figsize=(min(40.0, max(6.0, 1.0 + len(groups) * inches)), 4.2))
         top = 0.0
         for k, method in enumerate(drawn):
             xs, hs, es = [], [], []
