@@ -474,11 +474,11 @@ def cache_clear(folder, kinds, yes) -> None:
     files = [f for f in cache_files(root) if f.kind in chosen]
     weights = [f for f in files if f.kind in WEIGHT_KINDS]
     if weights and not yes:
-        prompt = (f"remove {len(weights)} pretrained weight file(s) ({mib(sum(f.size for f in weights))}) from {root}? "
-                  "Runs after this use newly pretrained weights, not comparable with earlier runs")
+        what = f"remove {len(weights)} pretrained weight file(s) ({mib(sum(f.size for f in weights))}) from {root}"
         if not sys.stdin.isatty():
-            raise UserError(f"{prompt.split('?')[0]}: pass --yes to confirm (nothing was removed)")
-        click.confirm(prompt, abort=True)
+            raise UserError(f"{what}: pass --yes to confirm (nothing was removed)")
+        click.confirm(f"{what}? Runs after this use newly pretrained weights, not comparable with earlier runs",
+                      abort=True)
     count, freed = remove(files)
     click.echo(f"removed {count} file(s) ({', '.join(chosen)}), {mib(freed)} freed, from {root}")
 

@@ -113,7 +113,8 @@ def run_scores(records: pd.DataFrame, family: dict[str, str] | None = None) -> p
                "seed": int(first.seed),
                "in-domain": float(source.miou.iloc[0]) if len(source) else float("nan"),
                "out-of-domain": float(targets.miou.mean()) if len(targets) else float("nan"),
-               "train_s": _train_seconds(first.stages), "train_steps": _train_steps(first.stages), "run_path": path,
+               "train_s": _stages_total(first.stages, "wall_s"),
+               "train_steps": _stages_total(first.stages, "steps"), "run_path": path,
                "teacher_digest": first.teacher_digest, "device": first.device,
                "precision": first.precision, "_shared": shared, "_train": train, "trial": int(first.trial),
                "_hparams": first.hparams if isinstance(first.hparams, dict) else {},
@@ -135,17 +136,12 @@ def test_rows(records: pd.DataFrame) -> pd.DataFrame:
     return records[records.split == "test"]
 
 
-def _train_seconds(stages: Any) -> float:
+def _stages_total(stages: Any, field: str) -> float:
+    """``field`` summed over a run's training stages (``wall_s``: its training seconds; ``steps``: its optimiser
+    steps, the budget: GKD's stages 1a, 1b and 2 together); NaN where the record has no stage list."""
     if not isinstance(stages, list):
         return float("nan")
-    return float(sum(st.get("wall_s", 0.0) for st in stages))
-
-
-def _train_steps(stages: Any) -> float:
-    """The optimiser steps of every training stage together: the run's budget (GKD: its stages 1a, 1b and 2)."""
-    if not isinstance(stages, list):
-        return float("nan")
-    return float(sum(st.get("steps", 0) for st in stages))
+    return float(sum(st.get(field, 0) for st in stages))
 
 
 def _assign_settings(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -141,8 +141,8 @@ def paper_table(scores: pd.DataFrame, benchmarks: list[str], targets: dict[str, 
         row.ood_by_seed = [float(v) for v in per_seed["out-of-domain"].mean()]
         row.cells += [Cell.of(per_seed["in-domain"].mean()), Cell.of(per_seed["out-of-domain"].mean()),
                       Cell(), Cell(), Cell(float(row.seeds), None, row.seeds),
-                      Cell() if row.reference == "teacher" else Cell.of([runs.train_s.mean()]),
-                      Cell() if row.reference == "teacher" else Cell.of([runs.train_steps.mean()])]
+                      *(Cell() if row.reference == "teacher" else Cell.of([runs[field].mean()])
+                        for field in ("train_s", "train_steps"))]
         row.cells += [cost_cell(runs, field, scale) for _, _, field, scale in COST_COLUMNS]
         rows.append(row)
     table = PaperTable(str(scores.suite.iloc[0]), str(scores.setting.iloc[0]), str(scores.pair.iloc[0]),
